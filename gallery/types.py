@@ -1,0 +1,94 @@
+"""Plain result and record types shared by the store, the index and the search layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Match:
+    """One enrolled identity in a ranked answer.
+
+    ``score`` is a cosine similarity in [-1, 1] (higher is more alike); ``records`` are the ids of the
+    gallery records (images) of this identity that were found, best first, with their ``record_scores``.
+    """
+
+    identity: str
+    score: float
+    records: tuple[int, ...] = ()
+    record_scores: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The answer for one query vector.
+
+    ``identity`` is the decided identity, or ``None`` ("unknown") when the best score is below
+    ``threshold``: a match is ``score >= threshold``.
+    """
+
+    matches: tuple[Match, ...]
+    threshold: float
+    threshold_source: str
+
+    @property
+    def best(self) -> Optional[Match]:
+        return self.matches[0] if self.matches else None
+
+    @property
+    def identity(self) -> Optional[str]:
+        best = self.best
+        if best is None or best.score < self.threshold:
+            return None
+        return best.identity
+
+    @property
+    def is_known(self) -> bool:
+        return self.identity is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "identity": self.identity,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "matches": [
+                {
+                    "identity": m.identity,
+                    "score": m.score,
+                    "records": list(m.records),
+                    "record_scores": list(m.record_scores),
+                }
+                for m in self.matches
+            ],
+        }
+
+
+@dataclass
+class Records:
+    """A batch of embedding records, column-wise, as the store writes and reads them.
+
+    ``vectors`` are float32 and L2-normalised; ``ids`` are stable int64 record ids assigned by the gallery.
+    """
+
+    ids: np.ndarray
+    identities: np.ndarray
+    sources: np.ndarray
+    face_index: np.ndarray
+    vectors: np.ndarray
+    model: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, rows: Sequence[int] | np.ndarray | slice) -> "Records":
+        return Records(
+            ids=self.ids[rows],
+            identities=self.identities[rows],
+            sources=self.sources[rows],
+            face_index=self.face_index[rows],
+            vectors=self.vectors[rows],
+            model=self.model,
+        )

@@ -1,0 +1,65 @@
+"""Checking and L2-normalising embedding matrices at the boundary, so inner product equals cosine."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+#: Vectors whose norm is below this are treated as zero: they have no direction to compare.
+MIN_NORM = 1e-6
+
+
+def as_embeddings(x, *, dim: Optional[int] = None, what: str = "vectors") -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 (n, d) matrix of unit rows, or raise on bad input.
+
+    Rejects non-2-D input, a dimension other than ``dim``, NaN or inf, and zero rows, naming the first
+    offending row so the user can find it.
+    """
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{what}: cannot be read as a float32 matrix ({e})") from None
+    if x.ndim == 1 and dim is not None and x.shape[0] == dim:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise InvalidInputError(f"{what}: expected a 2-D (n, d) matrix, got shape {x.shape}")
+    n, d = x.shape
+    if n == 0:
+        raise InvalidInputError(f"{what}: no rows given")
+    if dim is not None and d != dim:
+        raise InvalidInputError(f"{what}: dimension {d} does not match the gallery's dimension {dim}")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InvalidInputError(
+            f"{what}: row {row} contains NaN or inf ({int((~finite).sum())} such rows); remove or fix them"
+        )
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    zero = norms < MIN_NORM
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise InvalidInputError(
+            f"{what}: row {row} is a zero vector ({int(zero.sum())} such rows); it has no direction to compare"
+        )
+    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+
+
+def as_labels(labels: Sequence, n: int, *, what: str = "identities") -> np.ndarray:
+    """Return identity labels as a 1-D array of non-empty str, one per vector row."""
+    arr = np.asarray(labels, dtype=object)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{what}: expected one label per row, got shape {arr.shape}")
+    if len(arr) != n:
+        raise InvalidInputError(f"{what}: got {len(arr)} labels for {n} vectors; give exactly one per row")
+    out = np.empty(n, dtype=object)
+    for i, v in enumerate(arr):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8")
+        s = "" if v is None else str(v).strip()
+        if not s:
+            raise InvalidInputError(f"{what}: row {i} has an empty label")
+        out[i] = s
+    return out
