@@ -1,0 +1,193 @@
+"""ShardStore: writes, reads, verifies and compacts shards; it knows no file format itself.
+
+A shard is a records file in the gallery's format (Parquet or HDF5: ids, identities, sources, face
+indices, model, vectors) plus the same rows' vectors as a raw float32 ``.npy`` that is memory-mapped
+for exact re-ranking, so the index never needs a full float copy in RAM.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..errors import CorruptGalleryError, InvalidInputError
+from ..types import Records
+from . import hdf5, parquet
+from .files import TMP_SUFFIX, erase_file, sha256_file, write_atomic
+from .manifest import ShardInfo
+
+LOG = logging.getLogger(__name__)
+
+FORMATS = {"parquet": parquet, "hdf5": hdf5}
+SHARD_DIR = "shards"
+
+
+def shard_format_module(name: str):
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise InvalidInputError(f"unknown shard format {name!r}; choose one of: {', '.join(FORMATS)}") from None
+
+
+class VectorTable:
+    """Random access to stored vectors by record id, through memory-mapped shard files."""
+
+    def __init__(self, ids: list[np.ndarray], mats: list[np.ndarray], dim: int):
+        self.dim = dim
+        self._mats = mats
+        self._offsets = np.cumsum([0] + [len(i) for i in ids])
+        all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
+        self._order = None
+        if len(all_ids) > 1 and np.any(np.diff(all_ids) <= 0):
+            self._order = np.argsort(all_ids, kind="stable")
+            all_ids = all_ids[self._order]
+        self._ids = all_ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Global row of each id, -1 where the id is not stored."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        found = self._ids[pos] == ids
+        if self._order is not None:
+            pos = self._order[pos]
+        return np.where(found, pos, -1)
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """Vectors of ``ids`` (any shape), zeros where an id is -1 or unknown; shape ids.shape + (d,)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        flat = ids.reshape(-1)
+        pos = self.positions(flat)
+        out = np.zeros((len(flat), self.dim), dtype=np.float32)
+        shard = np.searchsorted(self._offsets, pos, side="right") - 1
+        for s in np.unique(shard[pos >= 0]):
+            sel = np.flatnonzero((shard == s) & (pos >= 0))
+            rows = pos[sel] - self._offsets[s]
+            order = np.argsort(rows)
+            out[sel[order]] = self._mats[s][rows[order]]
+        return out.reshape(ids.shape + (self.dim,))
+
+
+class ShardStore:
+    """The shards of one gallery folder, in one format."""
+
+    def __init__(self, root: Path, shard_format: str = "parquet"):
+        self.root = Path(root)
+        self.format = shard_format
+        self._fmt = shard_format_module(shard_format)
+        self.dir = self.root / SHARD_DIR
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_shard(self, records: Records, seq: int) -> ShardInfo:
+        """Write ``records`` as shard number ``seq``: each file under a temporary name, then renamed."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{SHARD_DIR}/shard-{seq:06d}"
+        file, vectors_file = stem + self._fmt.EXTENSION, stem + ".vectors.npy"
+        vectors = np.ascontiguousarray(records.vectors, dtype=np.float32)
+        write_atomic(self._path(vectors_file), lambda tmp: _save_npy(tmp, vectors))
+        write_atomic(self._path(file), lambda tmp: self._fmt.write_records(tmp, records))
+        ids = np.asarray(records.ids, dtype=np.int64)
+        return ShardInfo(
+            file=file,
+            rows=len(records),
+            sha256=sha256_file(self._path(file)),
+            vectors_file=vectors_file,
+            vectors_sha256=sha256_file(self._path(vectors_file)),
+            first_id=int(ids.min()),
+            last_id=int(ids.max()),
+        )
+
+    def read(self, info: ShardInfo, columns: Optional[Sequence[str]] = None) -> Records:
+        path = self._path(info.file)
+        if not path.is_file():
+            raise CorruptGalleryError(f"{path}: shard named in the manifest is missing")
+        records = self._fmt.read_records(path, columns)
+        if len(records) != info.rows:
+            raise CorruptGalleryError(f"{path}: holds {len(records)} rows, the manifest says {info.rows}")
+        return records
+
+    def iter_records(self, shards: Iterable[ShardInfo], columns: Optional[Sequence[str]] = None) -> Iterator[Records]:
+        for info in shards:
+            yield self.read(info, columns)
+
+    def labels(self, shards: Sequence[ShardInfo]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per shard, the record ids and identity labels of its rows, without reading vectors."""
+        ids, identities = [], []
+        for r in self.iter_records(shards, columns=["id", "identity"]):
+            ids.append(r.ids)
+            identities.append(r.identities)
+        return ids, identities
+
+    def vectors(self, shards: Sequence[ShardInfo], dim: int, ids: Optional[Sequence[np.ndarray]] = None) -> VectorTable:
+        """Memory-map every shard's vectors; ``ids`` per shard may be passed when already read."""
+        mats, id_lists = [], []
+        for i, info in enumerate(shards):
+            path = self._path(info.vectors_file)
+            try:
+                mat = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise CorruptGalleryError(f"{path}: cannot memory-map shard vectors ({e})") from None
+            if mat.shape != (info.rows, dim) or mat.dtype != np.float32:
+                raise CorruptGalleryError(f"{path}: shape {mat.shape} {mat.dtype}, expected ({info.rows}, {dim}) float32")
+            mats.append(mat)
+            id_lists.append(ids[i] if ids is not None else self.read(info, columns=["id"]).ids)
+        return VectorTable(id_lists, mats, dim)
+
+    def verify(self, shards: Sequence[ShardInfo]) -> None:
+        """Recompute every checksum; raise naming the first file that does not match."""
+        for info in shards:
+            for name, expected in ((info.file, info.sha256), (info.vectors_file, info.vectors_sha256)):
+                path = self._path(name)
+                if not path.is_file():
+                    raise CorruptGalleryError(f"{path}: missing")
+                if sha256_file(path) != expected:
+                    raise CorruptGalleryError(f"{path}: checksum mismatch; the file was changed or damaged")
+
+    def is_intact(self, info: ShardInfo) -> bool:
+        try:
+            self.verify([info])
+        except CorruptGalleryError:
+            return False
+        return True
+
+    def rewrite_without(self, info: ShardInfo, remove_ids: np.ndarray, seq: int) -> Optional[ShardInfo]:
+        """Write a copy of shard ``info`` without ``remove_ids`` as shard ``seq``; None if no row is left."""
+        records = self.read(info)
+        keep = ~np.isin(records.ids, remove_ids)
+        if keep.all():
+            return info
+        if not keep.any():
+            return None
+        return self.write_shard(records.take(keep), seq)
+
+    def files_of(self, shards: Iterable[ShardInfo]) -> set[str]:
+        return {name for s in shards for name in (s.file, s.vectors_file)}
+
+    def erase(self, names: Iterable[str]) -> None:
+        for name in names:
+            erase_file(self._path(name))
+
+    def stray_files(self, keep: set[str]) -> list[str]:
+        """Shard files on disk that no manifest or journal names (leftovers of an interrupted operation)."""
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.dir.iterdir()):
+            name = f"{SHARD_DIR}/{p.name}"
+            if name not in keep or p.name.endswith(TMP_SUFFIX):
+                out.append(name)
+        return out
+
+
+def _save_npy(path: Path, x: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, x, allow_pickle=False)
