@@ -1,0 +1,187 @@
+"""VectorIndex: the gallery's FAISS index (flat or IVF-PQ with exact re-rank), its training, and its files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Optional, Protocol
+
+import faiss
+import numpy as np
+
+from ..errors import CorruptGalleryError, InvalidInputError
+from ..store.files import write_atomic
+from . import gpu as gpu_mod
+from .spec import IndexSpec
+
+LOG = logging.getLogger(__name__)
+
+#: Queries re-ranked together; bounds the (block, candidates, d) float buffer.
+RERANK_BLOCK = 256
+#: Training sample per IVF cell (FAISS's k-means uses at most 256 points per centroid).
+TRAIN_POINTS_PER_CELL = 64
+
+
+class VectorSource(Protocol):
+    """Anything that returns stored vectors by record id (the store's memory-mapped VectorTable)."""
+
+    def gather(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+class VectorIndex:
+    """A FAISS inner-product index over record ids, with per-call search knobs.
+
+    For ``ivfpq`` the product-quantised scores only choose candidates: ``rerank * k`` of them get exact
+    cosine scores from the float vectors of a :class:`VectorSource`, so answers equal exact search
+    whenever the true neighbours are among the candidates.
+    """
+
+    def __init__(self, index: faiss.Index, spec: IndexSpec, *, gpu: Optional[bool] = None):
+        self.index = index
+        self.spec = spec
+        self._gpu = gpu_mod.use_gpu(gpu)
+        self._search_index: Optional[faiss.Index] = None
+
+    @classmethod
+    def create(cls, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
+        index = faiss.index_factory(spec.dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
+        return cls(index, spec, gpu=gpu)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def train(self, sample: np.ndarray, *, seed: int = 1234) -> None:
+        """Train the coarse quantizer and PQ codebooks on ``sample`` (on the GPU when one is used)."""
+        if self.is_trained:
+            return
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.cp.seed = seed
+        clus = gpu_mod.clustering_index(self.spec.dim, self._gpu)
+        if clus is not None:
+            ivf.clustering_index = clus
+        LOG.info("training %s on %d vectors", self.spec.factory, len(sample))
+        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+    def add(self, ids: np.ndarray, x: np.ndarray) -> None:
+        """Add vectors under their record ids; an IVF index keeps its trained quantizers (no retraining)."""
+        self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        self._search_index = None
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove the vectors of ``ids``; returns how many were removed."""
+        sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+        removed = int(self.index.remove_ids(sel))
+        self._search_index = None
+        return removed
+
+    def _searcher(self) -> faiss.Index:
+        if self._search_index is None:
+            self._search_index = gpu_mod.to_gpu(self.index) if self._gpu else self.index
+        return self._search_index
+
+    def search(
+        self,
+        xq: np.ndarray,
+        k: int,
+        *,
+        nprobe: Optional[int] = None,
+        rerank: Optional[int] = None,
+        vectors: Optional[VectorSource] = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query, best first; missing slots have id -1 and score -inf.
+
+        ``nprobe`` and ``rerank`` apply to this call only; the index's defaults are left unchanged.
+        """
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        k = int(min(k, self.ntotal))
+        nq = len(xq)
+        if k <= 0:
+            return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64)
+        if self.spec.kind == "flat":
+            D, I = self._searcher().search(xq, k)
+            return _mark_missing(D, I)
+        nprobe = int(nprobe or self.spec.nprobe)
+        rerank = int(rerank or self.spec.rerank)
+        if nprobe < 1 or rerank < 1:
+            raise InvalidInputError(f"nprobe and rerank must be >= 1, got nprobe = {nprobe}, rerank = {rerank}")
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.spec.nlist))
+        kc = int(min(k * rerank, self.ntotal)) if vectors is not None else k
+        D, I = self._searcher().search(xq, kc, params=params)
+        if vectors is None:
+            return _mark_missing(D, I)
+        return _rerank_exact(xq, I, k, vectors)
+
+    def memory_bytes(self) -> int:
+        """Bytes the index occupies in RAM (its serialised size, which FAISS keeps resident)."""
+        return int(faiss.serialize_index(self.index).size)
+
+    def save(self, path: Path) -> None:
+        write_atomic(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)))
+
+    @classmethod
+    def load(cls, path: Path, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
+        path = Path(path)
+        if not path.is_file():
+            raise CorruptGalleryError(f"{path}: index file named in the manifest is missing; run `gallery rebuild-index`")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:
+            raise CorruptGalleryError(f"{path}: cannot read FAISS index ({str(e).splitlines()[0]})") from None
+        return cls(index, spec, gpu=gpu)
+
+
+def _mark_missing(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    D = D.astype(np.float32, copy=True)
+    D[I < 0] = -np.inf
+    return D, I
+
+
+def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSource) -> tuple[np.ndarray, np.ndarray]:
+    nq = len(xq)
+    D = np.full((nq, k), -np.inf, np.float32)
+    I = np.full((nq, k), -1, np.int64)
+    for s in range(0, nq, RERANK_BLOCK):
+        c = cand[s : s + RERANK_BLOCK]
+        xb = vectors.gather(c)
+        scores = np.einsum("qcd,qd->qc", xb, xq[s : s + RERANK_BLOCK])
+        scores[c < 0] = -np.inf
+        kk = min(k, c.shape[1])
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < c.shape[1] else np.tile(np.arange(kk), (len(c), 1))
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        D[s : s + len(c), :kk] = np.take_along_axis(scores, top, axis=1)
+        I[s : s + len(c), :kk] = np.take_along_axis(c, top, axis=1)
+    I[~np.isfinite(D)] = -1
+    return D, I
+
+
+def training_sample(n: int, spec: IndexSpec, *, seed: int = 1234) -> np.ndarray:
+    """Row numbers of a random training sample for ``spec`` out of ``n`` vectors."""
+    size = min(n, max(spec.nlist * TRAIN_POINTS_PER_CELL, 16 * 256))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
+
+
+def build_index(
+    spec: IndexSpec,
+    sample: Optional[np.ndarray],
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    gpu: Optional[bool] = None,
+    trained: Optional[VectorIndex] = None,
+) -> VectorIndex:
+    """Train on ``sample`` (unless ``trained`` is given, e.g. a checkpoint) and add (ids, x) ``batches``."""
+    index = trained if trained is not None else VectorIndex.create(spec, gpu=gpu)
+    if not index.is_trained:
+        if sample is None:
+            raise ValueError("an untrained index needs a training sample")
+        index.train(sample)
+    for ids, x in batches:
+        index.add(ids, x)
+    return index
