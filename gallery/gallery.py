@@ -1,0 +1,589 @@
+"""Gallery: enrolled identities on disk, searchable 1:N with an open-set decision.
+
+Every change (enrol, remove, rebuild the index) writes new files under new names and commits by
+replacing the manifest last, so a crash or Ctrl-C at any point leaves the previous gallery readable.
+An interrupted enrolment leaves a journal; running the same enrolment again resumes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import GalleryError, InvalidInputError, ModelMismatchError
+from .index import IndexSpec, VectorIndex, build_index, choose_index_spec, training_sample
+from .search import rank_identities, decide, resolve_threshold
+from .store import IndexInfo, Manifest, ShardStore, read_manifest, write_manifest
+from .store.files import sha256_file
+from .store.journal import Journal, clear_journal, read_journal, write_journal
+from .store.manifest import manifest_path
+from .store.shards import FORMATS
+from .types import Records, SearchResult
+from .vectors import as_embeddings, as_labels
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "external"
+DEFAULT_ROWS_PER_SHARD = 100_000
+INDEX_DIR = "index"
+LOCK_NAME = ".lock"
+#: Vectors added to the index per step (bounds memory and drives the progress bar).
+ADD_BATCH = 65_536
+#: First guess of records per identity to fetch when ranking k identities; widened when too few.
+RECORDS_PER_IDENTITY_GUESS = 4
+
+
+@contextlib.contextmanager
+def _writer_lock(root: Path) -> Iterator[None]:
+    """One writer per gallery folder; a second one fails at once instead of interleaving files."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GalleryError(f"{root}: another process is writing to this gallery; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _progress(progress: Optional[bool], **kw) -> tqdm:
+    return tqdm(disable=None if progress is None else not progress, dynamic_ncols=True, **kw)
+
+
+def _fingerprint(*parts) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        if isinstance(p, np.ndarray) and p.dtype != object:
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, np.ndarray):
+            h.update("\0".join(map(str, p.tolist())).encode("utf-8"))
+        else:
+            h.update(repr(p).encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _spec_of(info: IndexInfo, dim: int) -> IndexSpec:
+    return IndexSpec(kind=info.kind, dim=dim, **info.params)
+
+
+class Gallery:
+    """A gallery folder opened for search and enrolment.
+
+    >>> g = Gallery.from_vectors(vectors, identities, "out_dir", index="auto")   # doctest: +SKIP
+    >>> results = g.search(query_vectors, k=5)                                    # doctest: +SKIP
+    >>> results[0].identity  # the decided identity, or None for "unknown"      # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path | str, manifest: Manifest, *, gpu: Optional[bool] = None):
+        self.root = Path(root)
+        self.manifest = manifest
+        self._gpu = gpu
+        self._store = ShardStore(self.root, manifest.shard_format)
+        self._load()
+
+    # ------------------------------------------------------------------ opening and creating
+
+    @classmethod
+    def open(cls, root: Path | str, *, gpu: Optional[bool] = None) -> "Gallery":
+        """Open the gallery in ``root`` (``gpu``: None = use a GPU when faiss sees one)."""
+        return cls(root, read_manifest(Path(root)), gpu=gpu)
+
+    @classmethod
+    def from_vectors(
+        cls,
+        vectors,
+        identities: Sequence,
+        root: Path | str,
+        *,
+        index: str = "auto",
+        model: str = DEFAULT_MODEL,
+        sources: Optional[Sequence] = None,
+        face_index: Optional[Sequence[int]] = None,
+        shard_format: str = "parquet",
+        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+        overwrite: bool = False,
+        nlist: Optional[int] = None,
+        pq_m: Optional[int] = None,
+        nprobe: Optional[int] = None,
+        rerank: Optional[int] = None,
+        gpu: Optional[bool] = None,
+        progress: Optional[bool] = None,
+    ) -> "Gallery":
+        """Build a gallery in ``root`` from embeddings and their identity labels.
+
+        Vectors are L2-normalised before they are written. ``overwrite=True`` replaces an existing
+        gallery, which stays readable until the new one is complete. An interrupted build resumes when
+        called again with the same arguments.
+        """
+        root = Path(root)
+        if shard_format not in FORMATS:
+            raise InvalidInputError(f"unknown shard format {shard_format!r}; choose one of: {', '.join(FORMATS)}")
+        if rows_per_shard < 1:
+            raise InvalidInputError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        x = as_embeddings(vectors)
+        batch = _batch(x, identities, sources, face_index)
+        choose_index_spec(len(x), x.shape[1], index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
+        old = None
+        if manifest_path(root).is_file():
+            if not overwrite:
+                raise GalleryError(
+                    f"{root}: already holds a gallery; add to it with Gallery.open(...).add_vectors, or pass overwrite=True"
+                )
+            old = read_manifest(root)
+        elif root.exists() and not root.is_dir():
+            raise InvalidInputError(f"{root}: exists and is not a folder")
+        base = Manifest(model=model, dim=x.shape[1], shard_format=shard_format, rows_per_shard=rows_per_shard)
+        if old is not None:
+            base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
+        index_params = dict(kind=index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
+        with _writer_lock(root):
+            _enrol(root, base, old, batch, replace=True, index_params=index_params, gpu=gpu, progress=progress)
+        return cls.open(root, gpu=gpu)
+
+    @classmethod
+    def enrol(
+        cls,
+        vectors,
+        identities: Sequence,
+        root: Path | str,
+        *,
+        replace: bool = False,
+        model: str = DEFAULT_MODEL,
+        sources: Optional[Sequence] = None,
+        progress: Optional[bool] = None,
+        **build_options,
+    ) -> "Gallery":
+        """Add to the gallery in ``root``, creating it (with ``build_options``) if there is none yet.
+
+        ``replace=True`` rebuilds it from these vectors alone.
+        """
+        root = Path(root)
+        if manifest_path(root).is_file() and not replace:
+            g = cls.open(root, gpu=build_options.get("gpu"))
+            g.add_vectors(vectors, identities, sources=sources, model=model, progress=progress)
+            return g
+        return cls.from_vectors(
+            vectors, identities, root, model=model, sources=sources, overwrite=replace, progress=progress, **build_options
+        )
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        m = self.manifest
+        id_lists, label_lists = self._store.labels(m.shards)
+        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+        labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+        self._names, codes = np.unique(labels.astype(str), return_inverse=True) if len(labels) else (np.empty(0, str), np.empty(0, np.int64))
+        self._identity_of = np.full(max(m.next_id, 1), -1, dtype=np.int32)
+        self._identity_of[ids] = codes
+        self._record_ids = ids
+        self._codes = codes.astype(np.int32)
+        self._records_of = None
+        self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
+        self._index = VectorIndex.load(self.root / m.index.file, _spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
+
+    def _reload(self) -> None:
+        self.manifest = read_manifest(self.root)
+        self._store = ShardStore(self.root, self.manifest.shard_format)
+        self._load()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def model(self) -> str:
+        return self.manifest.model
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def identities(self) -> list[str]:
+        """Enrolled identity labels, sorted."""
+        return [str(s) for s in self._names]
+
+    @property
+    def index_spec(self) -> Optional[IndexSpec]:
+        return _spec_of(self.manifest.index, self.dim) if self.manifest.index else None
+
+    def __len__(self) -> int:
+        return len(self._record_ids)
+
+    def __repr__(self) -> str:
+        kind = self.manifest.index.kind if self.manifest.index else "none"
+        return f"Gallery({str(self.root)!r}, records={len(self)}, identities={len(self._names)}, model={self.model!r}, index={kind!r})"
+
+    def threshold(self, threshold: Optional[float] = None) -> tuple[float, str]:
+        """The open-set threshold a search uses, and its source ("call", "calibrated", "model-default", "fallback")."""
+        calibrated = self.manifest.thresholds.get("open_set", {}).get("value")
+        return resolve_threshold(threshold, calibrated, self.model)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        queries,
+        k: int = 5,
+        *,
+        threshold: Optional[float] = None,
+        nprobe: Optional[int] = None,
+        rerank: Optional[int] = None,
+        aggregate: str = "max",
+        top_n: int = 3,
+    ) -> list[SearchResult]:
+        """Rank the ``k`` most similar enrolled identities for each query row, and decide known or unknown.
+
+        Scores are cosine similarities; a result's ``identity`` is its best match when
+        ``score >= threshold``, else None. ``nprobe`` and ``rerank`` tune an ivfpq index for this call.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        xq = as_embeddings(queries, dim=self.dim, what="queries")
+        t, source = self.threshold(threshold)
+        if self._index is None or len(self) == 0:
+            return decide([[] for _ in range(len(xq))], t, source)
+        n_ids = len(self._names)
+        k_ids = min(int(k), n_ids)
+        kr = min(len(self), k_ids * RECORDS_PER_IDENTITY_GUESS)
+        D, I = self._index.search(xq, kr, nprobe=nprobe, rerank=rerank, vectors=self._vectors)
+        rescore = self._rescore(xq) if aggregate == "mean" else None
+        ranked = rank_identities(D, I, self._identity_of, self._names, k_ids, aggregate=aggregate, top_n=top_n, rescore=rescore)
+        short = [q for q, m in enumerate(ranked) if len(m) < k_ids]
+        while short and kr < len(self):
+            kr = min(len(self), kr * 4)
+            rows = np.asarray(short)
+            D, I = self._index.search(xq[rows], kr, nprobe=nprobe, rerank=rerank, vectors=self._vectors)
+            sub_rescore = self._rescore(xq[rows]) if aggregate == "mean" else None
+            again = rank_identities(D, I, self._identity_of, self._names, k_ids, aggregate=aggregate, top_n=top_n, rescore=sub_rescore)
+            for q, m in zip(short, again):
+                ranked[q] = m
+            short = [q for q in short if len(ranked[q]) < k_ids]
+        return decide(ranked, t, source)
+
+    def _rescore(self, xq: np.ndarray):
+        """Exact scores of every record of given identities, for mean-of-top-n ranking."""
+        if self._records_of is None:
+            order = np.argsort(self._codes, kind="stable")
+            bounds = np.searchsorted(self._codes[order], np.arange(len(self._names) + 1))
+            self._records_of = [self._record_ids[order[bounds[c] : bounds[c + 1]]] for c in range(len(self._names))]
+
+        def rescore(q: int, codes: list[int]):
+            out = []
+            for c in codes:
+                ids = self._records_of[c]
+                scores = self._vectors.gather(ids) @ xq[q]
+                out.append((c, ids.tolist(), scores.tolist()))
+            return out
+
+        return rescore
+
+    # ------------------------------------------------------------------ changes
+
+    def add_vectors(
+        self,
+        vectors,
+        identities: Sequence,
+        *,
+        sources: Optional[Sequence] = None,
+        face_index: Optional[Sequence[int]] = None,
+        model: Optional[str] = None,
+        progress: Optional[bool] = None,
+    ) -> np.ndarray:
+        """Enrol more vectors (new or existing identities) without retraining the index; returns their record ids."""
+        if model is not None and model != self.model:
+            raise ModelMismatchError(
+                f"{self.root}: gallery holds {self.model!r} embeddings; vectors from model {model!r} cannot be mixed in"
+            )
+        x = as_embeddings(vectors, dim=self.dim)
+        batch = _batch(x, identities, sources, face_index)
+        with _writer_lock(self.root):
+            base = read_manifest(self.root)
+            first = base.next_id
+            _enrol(self.root, base, base, batch, replace=False, index_params=None, gpu=self._gpu, progress=progress)
+        self._reload()
+        return np.arange(first, first + len(x), dtype=np.int64)
+
+    def remove(self, identities: Sequence[str], *, progress: Optional[bool] = None) -> int:
+        """Remove identities from the index and erase their records from disk; returns records removed.
+
+        Shards holding their rows are rewritten without them and the old files are overwritten with
+        zeros before deletion, so the removed vectors and labels are gone from the gallery folder.
+        """
+        if isinstance(identities, str):
+            identities = [identities]
+        wanted = list(dict.fromkeys(str(s) for s in identities))
+        known = set(self.identities)
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise InvalidInputError(f"{self.root}: no such identities: {', '.join(unknown[:10])}; nothing was removed")
+        codes = np.searchsorted(self._names, wanted)
+        remove_ids = self._record_ids[np.isin(self._codes, codes)]
+        with _writer_lock(self.root):
+            base = read_manifest(self.root)
+            _erase_strays(self.root, base, None)
+            new = copy.deepcopy(base)
+            shards = []
+            bar = _progress(progress, total=len(base.shards), desc="compacting shards", unit="shard")
+            for info in base.shards:
+                overlaps = np.any((remove_ids >= info.first_id) & (remove_ids <= info.last_id))
+                if overlaps:
+                    info = self._store.rewrite_without(info, remove_ids, new.next_file)
+                    new.next_file += 1
+                if info is not None:
+                    shards.append(info)
+                bar.update()
+            bar.close()
+            new.shards = shards
+            if base.index is not None:
+                index = VectorIndex.load(self.root / base.index.file, _spec_of(base.index, base.dim), gpu=self._gpu)
+                index.remove(remove_ids)
+                new.index = _save_index(self.root, index, new, base.index.trained_on)
+            _commit(self.root, new, base)
+        self._reload()
+        return int(len(remove_ids))
+
+    def rebuild_index(
+        self,
+        index: str = "auto",
+        *,
+        nlist: Optional[int] = None,
+        pq_m: Optional[int] = None,
+        nprobe: Optional[int] = None,
+        rerank: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> IndexSpec:
+        """Retrain and rebuild the index from the stored vectors (after large growth, or to change kind)."""
+        spec = choose_index_spec(len(self), self.dim, index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
+        with _writer_lock(self.root):
+            base = read_manifest(self.root)
+            _erase_strays(self.root, base, None)
+            new = copy.deepcopy(base)
+            sample = None
+            if spec.kind != "flat":
+                rows = training_sample(len(self), spec)
+                sample = self._vectors.gather(self._record_ids[rows])
+            built = build_index(spec, sample, self._stored_batches(progress), gpu=self._gpu)
+            new.index = _save_index(self.root, built, new, len(sample) if sample is not None else 0)
+            _commit(self.root, new, base)
+        self._reload()
+        return spec
+
+    def _stored_batches(self, progress: Optional[bool]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        bar = _progress(progress, total=len(self), desc="indexing", unit="vec")
+        for s in range(0, len(self), ADD_BATCH):
+            ids = self._record_ids[s : s + ADD_BATCH]
+            yield ids, self._vectors.gather(ids)
+            bar.update(len(ids))
+        bar.close()
+
+    def verify(self) -> None:
+        """Recompute every checksum the manifest records; raise CorruptGalleryError on the first mismatch."""
+        self._store.verify(self.manifest.shards)
+        info = self.manifest.index
+        if info is not None and sha256_file(self.root / info.file) != info.sha256:
+            from .errors import CorruptGalleryError
+
+            raise CorruptGalleryError(f"{self.root / info.file}: checksum mismatch; run `gallery rebuild-index`")
+
+    # ------------------------------------------------------------------ reporting
+
+    def info(self) -> dict:
+        """Counts, model, index, thresholds, and disk and RAM sizes, for `gallery info`."""
+        m = self.manifest
+        t, source = self.threshold()
+        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        index_ram = self._index.memory_bytes() if self._index is not None else 0
+        labels_ram = self._identity_of.nbytes + self._record_ids.nbytes + self._codes.nbytes + sum(len(s) for s in self._names)
+        out = {
+            "path": str(self.root),
+            "format_version": m.format_version,
+            "model": m.model,
+            "dim": m.dim,
+            "records": len(self),
+            "identities": len(self._names),
+            "shards": len(m.shards),
+            "shard_format": m.shard_format,
+            "rows_per_shard": m.rows_per_shard,
+            "index": None,
+            "threshold": {"value": t, "source": source},
+            "thresholds": m.thresholds,
+            "disk_bytes": disk,
+            "ram_bytes": {"index": index_ram, "labels": int(labels_ram), "per_vector": (index_ram + labels_ram) / max(len(self), 1)},
+        }
+        if m.index is not None:
+            out["index"] = {"kind": m.index.kind, "factory": m.index.factory, "ntotal": m.index.ntotal, "trained_on": m.index.trained_on, **m.index.params}
+            suggested = choose_index_spec(len(self), m.dim, "auto") if len(self) else None
+            if suggested is not None and suggested.kind != m.index.kind:
+                out["index"]["advice"] = f"at {len(self)} vectors the auto rule picks {suggested.kind}; run `gallery rebuild-index`"
+        return out
+
+
+# ---------------------------------------------------------------------- enrolment machinery
+
+
+def _batch(x: np.ndarray, identities, sources, face_index) -> Records:
+    n = len(x)
+    labels = as_labels(identities, n)
+    if sources is None:
+        src = np.full(n, "", dtype=object)
+    else:
+        src = np.asarray([("" if s is None else str(s)) for s in sources], dtype=object)
+        if len(src) != n:
+            raise InvalidInputError(f"sources: got {len(src)} for {n} vectors; give exactly one per row")
+    if face_index is None:
+        faces = np.zeros(n, np.int32)
+    else:
+        faces = np.asarray(face_index, dtype=np.int32)
+        if faces.shape != (n,):
+            raise InvalidInputError(f"face_index: got shape {faces.shape} for {n} vectors; give one per row")
+    return Records(ids=np.full(n, -1, np.int64), identities=labels, sources=src, face_index=faces, vectors=x)
+
+
+def _erase_strays(root: Path, manifest: Optional[Manifest], journal: Optional[Journal]) -> None:
+    """Erase shard and index files that neither the manifest nor the journal names (an aborted change's)."""
+    keep: set[str] = set()
+    if manifest is not None:
+        keep |= {n for s in manifest.shards for n in (s.file, s.vectors_file)}
+        if manifest.index is not None:
+            keep.add(manifest.index.file)
+    if journal is not None:
+        keep |= journal.files()
+    store = ShardStore(root, manifest.shard_format if manifest else "parquet")
+    strays = store.stray_files(keep)
+    index_dir = root / INDEX_DIR
+    if index_dir.is_dir():
+        strays += [f"{INDEX_DIR}/{p.name}" for p in sorted(index_dir.iterdir()) if f"{INDEX_DIR}/{p.name}" not in keep]
+    if strays:
+        LOG.info("erasing %d files left by an interrupted change", len(strays))
+        store.erase(strays)
+
+
+def _save_index(root: Path, index: VectorIndex, manifest: Manifest, trained_on: int) -> IndexInfo:
+    (root / INDEX_DIR).mkdir(exist_ok=True)
+    name = f"{INDEX_DIR}/index-{manifest.next_file:06d}.faiss"
+    manifest.next_file += 1
+    index.save(root / name)
+    return IndexInfo(
+        file=name,
+        sha256=sha256_file(root / name),
+        kind=index.spec.kind,
+        factory=index.spec.factory,
+        ntotal=index.ntotal,
+        trained_on=trained_on,
+        params=index.spec.params(),
+    )
+
+
+def _commit(root: Path, new: Manifest, old: Optional[Manifest]) -> None:
+    """Write the manifest, then erase the files only the old manifest named."""
+    write_manifest(root, new)
+    clear_journal(root)
+    if old is None:
+        return
+    store = ShardStore(root, old.shard_format)
+    stale = store.files_of(old.shards) - store.files_of(new.shards)
+    if old.index is not None and (new.index is None or new.index.file != old.index.file):
+        stale.add(old.index.file)
+    store.erase(sorted(stale))
+
+
+def _enrol(
+    root: Path,
+    base: Manifest,
+    old: Optional[Manifest],
+    batch: Records,
+    *,
+    replace: bool,
+    index_params: Optional[dict],
+    gpu: Optional[bool],
+    progress: Optional[bool],
+) -> None:
+    """Write ``batch`` as new shards on top of ``base`` and commit; resume a matching unfinished run.
+
+    ``replace`` starts a new gallery (discarding ``old``'s shards); otherwise rows are appended and the
+    existing index is extended without retraining.
+    """
+    store = ShardStore(root, base.shard_format)
+    n, rps = len(batch), base.rows_per_shard
+    fp = _fingerprint(
+        "enrol", base.model, base.dim, base.shard_format, rps, replace, sorted((index_params or {}).items()),
+        batch.vectors, batch.identities, batch.sources, batch.face_index,
+    )
+    journal = read_journal(root)
+    if journal is not None and journal.fingerprint == fp and journal.base_generation == base.generation:
+        intact = []
+        for info in journal.shards:
+            if not store.is_intact(info):
+                break
+            intact.append(info)
+        journal.shards = intact
+        LOG.info("resuming an interrupted build: %d of %d rows already written", journal.rows, n)
+    else:
+        journal = Journal("enrol", fp, base.generation, next_file=base.next_file)
+    _erase_strays(root, old, journal)
+    write_journal(root, journal)
+
+    ids = base.next_id + np.arange(n, dtype=np.int64)
+    bar = _progress(progress, total=n, initial=journal.rows, desc="writing shards", unit="vec")
+    for s in range(journal.rows, n, rps):
+        part = batch.take(slice(s, s + rps))
+        part.ids = ids[s : s + rps]
+        part.model = base.model
+        journal.shards.append(store.write_shard(part, journal.next_file))
+        journal.next_file += 1
+        write_journal(root, journal)
+        bar.update(len(part))
+    bar.close()
+
+    new = copy.deepcopy(base)
+    new.shards = (list(journal.shards) if replace else base.shards + journal.shards)
+    new.next_id = base.next_id + n
+    new.next_file = journal.next_file
+    if not replace and base.index is not None:
+        index = VectorIndex.load(root / base.index.file, _spec_of(base.index, base.dim), gpu=gpu)
+        trained_on = base.index.trained_on
+    else:
+        kind = index_params.pop("kind", "auto") if index_params else "auto"
+        spec = choose_index_spec(n, base.dim, kind, **(index_params or {}))
+        index, trained_on = _trained_index(root, spec, batch.vectors, journal, gpu)
+        new.next_file = journal.next_file
+    bar = _progress(progress, total=n, desc="indexing", unit="vec")
+    for s in range(0, n, ADD_BATCH):
+        index.add(ids[s : s + ADD_BATCH], batch.vectors[s : s + ADD_BATCH])
+        bar.update(min(ADD_BATCH, n - s))
+    bar.close()
+    new.index = _save_index(root, index, new, trained_on)
+    _commit(root, new, old)
+    if journal.trained_index:
+        (root / journal.trained_index).unlink(missing_ok=True)
+
+
+def _trained_index(root: Path, spec: IndexSpec, x: np.ndarray, journal: Journal, gpu: Optional[bool]) -> tuple[VectorIndex, int]:
+    """A trained, empty index for ``spec``: from the journal's checkpoint if a previous run saved one."""
+    if spec.kind == "flat":
+        return VectorIndex.create(spec, gpu=gpu), 0
+    rows = training_sample(len(x), spec)
+    if journal.trained_index and (root / journal.trained_index).is_file():
+        LOG.info("resuming with the trained index from the interrupted run")
+        return VectorIndex.load(root / journal.trained_index, spec, gpu=gpu), len(rows)
+    index = VectorIndex.create(spec, gpu=gpu)
+    index.train(x[rows])
+    (root / INDEX_DIR).mkdir(exist_ok=True)
+    name = f"{INDEX_DIR}/trained-{journal.next_file:06d}.faiss"
+    journal.next_file += 1
+    index.save(root / name)
+    journal.trained_index = name
+    write_journal(root, journal)
+    return index, len(rows)

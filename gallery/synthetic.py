@@ -1,0 +1,110 @@
+"""Synthetic identity-clustered unit vectors, for tests and scale benchmarks (never a stand-in for a model).
+
+Real face embeddings are not isotropic: their variance decays across directions, which widens the
+impostor score distribution far beyond the 1/sqrt(d) of random vectors. Here identity centres are drawn
+from a Gaussian whose variance along direction j is proportional to (j + 1) ** -spectrum_decay, and each
+image is its centre plus noise of the same shape, scaled so two images of one identity have cosine
+``genuine`` on average. With the default decay 0.5 impostor scores have a standard deviation of about
+0.11 at d=128 and 0.06 at d=512, genuine scores centre on ``genuine`` with a spread set by
+``genuine_spread``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+#: Rows generated per step, so million-vector sets never hold float64 temporaries.
+CHUNK = 65_536
+
+
+@dataclass
+class SyntheticSet:
+    """Gallery vectors with their identity labels, plus the generator state needed to draw probes."""
+
+    vectors: np.ndarray
+    identities: np.ndarray
+    centres: np.ndarray
+    scale: np.ndarray
+    noise: float
+    genuine_spread: float
+    seed: int
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _images(centres: np.ndarray, scale: np.ndarray, noise: float, spread: float, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty(centres.shape, np.float32)
+    for s in range(0, len(centres), CHUNK):
+        c = centres[s : s + CHUNK]
+        e = _unit(rng.standard_normal(c.shape, dtype=np.float32) * scale)
+        sigma = noise * np.exp(spread * rng.standard_normal((len(c), 1), dtype=np.float32))
+        out[s : s + CHUNK] = _unit(c + sigma * e)
+    return out
+
+
+def synthetic_gallery(
+    n_identities: int,
+    images_per_identity: Union[int, tuple[int, int]] = 3,
+    dim: int = 128,
+    *,
+    genuine: float = 0.6,
+    genuine_spread: float = 0.25,
+    spectrum_decay: float = 0.5,
+    seed: int = 0,
+) -> SyntheticSet:
+    """Draw ``n_identities`` identities with ``images_per_identity`` images each (an int, or a (lo, hi) range).
+
+    ``genuine`` is the mean cosine between two images of one identity, in (0, 1).
+    """
+    if not 0.0 < genuine < 1.0:
+        raise InvalidInputError(f"genuine must lie in (0, 1), got {genuine}")
+    if n_identities < 1 or dim < 2:
+        raise InvalidInputError(f"need n_identities >= 1 and dim >= 2, got {n_identities} and {dim}")
+    rng = np.random.default_rng(seed)
+    scale = ((np.arange(dim) + 1.0) ** (-spectrum_decay / 2)).astype(np.float32)
+    centres = np.empty((n_identities, dim), np.float32)
+    for s in range(0, n_identities, CHUNK):
+        m = min(CHUNK, n_identities - s)
+        centres[s : s + m] = _unit(rng.standard_normal((m, dim), dtype=np.float32) * scale)
+    if isinstance(images_per_identity, (tuple, list)):
+        lo, hi = images_per_identity
+        counts = rng.integers(lo, hi + 1, size=n_identities)
+    else:
+        counts = np.full(n_identities, int(images_per_identity))
+    owner = np.repeat(np.arange(n_identities), counts)
+    # two images at noise sigma each have cosine ~ 1 / (1 + sigma^2)
+    noise = float(np.sqrt(1.0 / genuine - 1.0))
+    vectors = _images(centres[owner], scale, noise, genuine_spread, rng)
+    width = len(str(n_identities - 1))
+    labels = np.asarray([f"id-{i:0{width}d}" for i in range(n_identities)], dtype=object)
+    return SyntheticSet(vectors, labels[owner], centres, scale, noise, genuine_spread, seed)
+
+
+def synthetic_probes(data: SyntheticSet, n_mated: int, n_nonmated: int = 0, *, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """New images of enrolled identities (mated) and of identities never enrolled (non-mated).
+
+    Returns (vectors, labels) where a non-mated probe's label is None.
+    """
+    rng = np.random.default_rng((data.seed, seed))
+    labels_of = {}
+    for lab in data.identities:
+        labels_of.setdefault(lab, len(labels_of))
+    names = np.asarray(list(labels_of), dtype=object)
+    who = rng.integers(0, len(data.centres), size=n_mated)
+    mated = _images(data.centres[who], data.scale, data.noise, data.genuine_spread, rng)
+    strangers = _unit(rng.standard_normal((n_nonmated, data.dim), dtype=np.float32) * data.scale)
+    nonmated = _images(strangers.astype(np.float32), data.scale, data.noise, data.genuine_spread, rng)
+    vectors = np.concatenate([mated, nonmated]).astype(np.float32)
+    labels = np.concatenate([names[who], np.full(n_nonmated, None, dtype=object)])
+    return vectors, labels
