@@ -1,0 +1,237 @@
+"""The `gallery` command: parse options, make one library call, print the answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from . import __version__
+from .errors import GalleryError
+from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
+from .index import KINDS
+from .search import AGGREGATES
+from .store import FORMATS, read_labelled_vectors
+from .store.imports import read_query_vectors, write_labelled_vectors
+from .synthetic import synthetic_gallery, synthetic_probes
+
+GALLERY_HELP = "Gallery folder (default: $GALLERY_DIR, else ./gallery)."
+
+
+class _Group(click.Group):
+    """Turns library errors into one-line messages and Ctrl-C into a reassuring exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GalleryError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: the gallery is as it was before this command; rerun it to resume", err=True)
+            sys.exit(130)
+
+
+def _gallery_option(*names: str):
+    return click.option(
+        *names, "-g", "--gallery", "gallery_dir", type=click.Path(file_okay=False, path_type=Path),
+        envvar="GALLERY_DIR", default="gallery", show_default=True, help=GALLERY_HELP,
+    )
+
+
+def _index_options(f):
+    f = click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: exact re-rank of RERANK * k candidates.")(f)
+    f = click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited per query.")(f)
+    f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d).")(f)
+    f = click.option("--nlist", type=click.IntRange(min=1), help="ivfpq: inverted lists (default ~4*sqrt(n)).")(f)
+    return f
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="gallery")
+@click.option("-v", "--verbose", count=True, help="Log what happens (-vv for debug).")
+def main(verbose: int) -> None:
+    """Large-scale 1:N identification: who, among the enrolled identities, is this — or is it nobody we know?
+
+    \b
+    Enrol embeddings you already have, then search:
+      gallery synthesize demo.parquet --identities 10000 --probes probes.npy
+      gallery import-vectors demo.parquet -g demo-gallery
+      gallery search-vectors probes.npy -g demo-gallery -k 5
+      gallery info -g demo-gallery
+
+    Scores are cosine similarities in [-1, 1] (higher = more alike); a query is matched to its best
+    identity when score >= threshold, otherwise it is "unknown".
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("import-vectors")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_gallery_option("-o")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labels for a .npy SOURCE: a text file (one per line) or a CSV with an identity column.")
+@click.option("--vector-column", default="vector", show_default=True, help="Column/dataset holding the vectors.")
+@click.option("--label-column", default="identity", show_default=True, help="Column/dataset holding identity labels.")
+@click.option("--source-column", default="source", show_default=True, help="Optional column with each row's source.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Name of the model that made the vectors.")
+@click.option("--format", "shard_format", type=click.Choice(sorted(FORMATS)), default="parquet", show_default=True,
+              help="Shard file format of a new gallery.")
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
+@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True,
+              help="auto: flat (exact) for small galleries, ivfpq above 64M floats (n*d).")
+@_index_options
+@click.option("--replace", is_flag=True, help="Replace an existing gallery instead of adding to it.")
+def import_vectors(source, gallery_dir, labels, vector_column, label_column, source_column, model, shard_format,
+                   rows_per_shard, index_kind, nlist, pq_m, nprobe, rerank, replace) -> None:
+    """Enrol precomputed embeddings from SOURCE (.parquet, .h5/.hdf5, or .npy with --labels).
+
+    Creates the gallery if the folder has none, otherwise adds to it without retraining its index
+    (use --replace to rebuild it from SOURCE alone). An interrupted import resumes when rerun.
+    """
+    data = read_labelled_vectors(source, labels=labels, vector_column=vector_column, label_column=label_column,
+                                 source_column=source_column)
+    g = Gallery.enrol(data.vectors, data.identities, gallery_dir, replace=replace, model=model, sources=data.sources,
+                      progress=True, index=index_kind, shard_format=shard_format, rows_per_shard=rows_per_shard,
+                      nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
+    click.echo(f"{gallery_dir}: {len(g)} records, {len(g.identities)} identities, index {g.manifest.index.factory}")
+
+
+@main.command("search-vectors")
+@click.argument("queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_gallery_option()
+@click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Identities per query.")
+@click.option("--threshold", type=float,
+              help="Open-set threshold (cosine): matched iff score >= T. Default: the gallery's calibrated one.")
+@click.option("--aggregate", type=click.Choice(AGGREGATES), default="max", show_default=True,
+              help="An identity's score: its best image, or the mean of its --top-n best images.")
+@click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited (this call only).")
+@click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: re-rank factor (this call only).")
+@click.option("--vector-column", default="vector", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per query) instead of a table.")
+def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, vector_column, as_json) -> None:
+    """Find the top-k enrolled identities for each query vector in QUERIES (.npy, .parquet, .h5)."""
+    data = read_query_vectors(queries, vector_column=vector_column)
+    g = Gallery.open(gallery_dir)
+    results = g.search(data.vectors, k=k, threshold=threshold, aggregate=aggregate, top_n=top_n,
+                       nprobe=nprobe, rerank=rerank)
+    truth = data.identities
+    if as_json:
+        for q, r in enumerate(results):
+            row = {"query": q, **r.to_dict()}
+            if truth is not None:
+                row["label"] = truth[q]
+            click.echo(json.dumps(row))
+        return
+    click.echo(_results_table(results, truth))
+
+
+def _results_table(results, truth) -> str:
+    first = results[0] if results else None
+    lines = []
+    if first is not None:
+        lines.append(f"threshold {first.threshold:.4f} ({first.threshold_source}); match iff cosine >= threshold")
+    lines.append(f"{'query':>5}  {'decision':<24} {'rank':>4}  {'identity':<24} {'cosine':>7}  images")
+    for q, r in enumerate(results):
+        decision = r.identity if r.identity is not None else "unknown"
+        if truth is not None:
+            decision += f"  (label {truth[q]})" if truth[q] is not None else "  (label -)"
+        for rank, m in enumerate(r.matches, 1):
+            lead = f"{q:>5}  {decision:<24}" if rank == 1 else " " * 31
+            lines.append(f"{lead} {rank:>4}  {m.identity:<24} {m.score:>7.4f}  {len(m.records)}")
+        if not r.matches:
+            lines.append(f"{q:>5}  {decision:<24}    -  (empty gallery)")
+    return "\n".join(lines)
+
+
+@main.command("info")
+@_gallery_option()
+@click.option("--verify", is_flag=True, help="Also recompute every file checksum.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(gallery_dir, verify, as_json) -> None:
+    """Counts, model, index, open-set threshold, and disk and RAM size of a gallery."""
+    g = Gallery.open(gallery_dir)
+    if verify:
+        g.verify()
+    d = g.info()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    idx = d["index"] or {}
+    params = ", ".join(f"{k}={idx[k]}" for k in ("nlist", "pq_m", "nprobe", "rerank") if idx.get(k))
+    rows = [
+        ("gallery", d["path"]),
+        ("model", f"{d['model']} (d={d['dim']})"),
+        ("records", f"{d['records']} vectors of {d['identities']} identities"),
+        ("shards", f"{d['shards']} x {d['shard_format']} (<= {d['rows_per_shard']} rows each)"),
+        ("index", f"{idx.get('kind', 'none')} [{idx.get('factory', '')}] {params}".rstrip()),
+        ("threshold", f"{d['threshold']['value']:.4f} ({d['threshold']['source']}); match iff cosine >= threshold"),
+        ("disk", _human_bytes(d["disk_bytes"])),
+        ("ram", f"{_human_bytes(d['ram_bytes']['index'] + d['ram_bytes']['labels'])} "
+                f"({d['ram_bytes']['per_vector']:.1f} B per vector)"),
+    ]
+    if verify:
+        rows.append(("checksums", "all files match the manifest"))
+    if idx.get("advice"):
+        rows.append(("advice", idx["advice"]))
+    click.echo("\n".join(f"{k:<10} {v}" for k, v in rows))
+
+
+@main.command("remove")
+@click.argument("identities", nargs=-1, required=True)
+@_gallery_option()
+def remove(identities, gallery_dir) -> None:
+    """Remove IDENTITIES: from the index and, by rewriting their shards, from the files on disk."""
+    g = Gallery.open(gallery_dir)
+    n = g.remove(list(identities), progress=True)
+    click.echo(f"removed {n} records of {len(identities)} identities; {len(g)} records of {len(g.identities)} identities remain")
+
+
+@main.command("rebuild-index")
+@_gallery_option()
+@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
+@_index_options
+def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank) -> None:
+    """Retrain and rebuild the index from the stored vectors (after much growth, or to change its kind)."""
+    g = Gallery.open(gallery_dir)
+    spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=True)
+    click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{spec.factory}] over {len(g)} vectors")
+
+
+@main.command("synthesize")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--identities", "n_identities", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--images", type=click.IntRange(min=1), default=3, show_default=True, help="Images per identity.")
+@click.option("--dim", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--genuine", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.6, show_default=True,
+              help="Mean cosine between two images of one identity.")
+@click.option("--probes", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write probes here: new images of enrolled identities and of strangers.")
+@click.option("--n-probes", type=click.IntRange(min=1), default=10, show_default=True, help="Mated probes (as many non-mated).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def synthesize(out, n_identities, images, dim, genuine, probes, n_probes, seed) -> None:
+    """Write synthetic identity-clustered unit vectors to OUT (.parquet, .h5 or .npy) for trying gallery out."""
+    data = synthetic_gallery(n_identities, images, dim, genuine=genuine, seed=seed)
+    write_labelled_vectors(out, data.vectors, data.identities, model="synthetic")
+    click.echo(f"{out}: {len(data.vectors)} vectors of {n_identities} identities, d={dim}")
+    if probes is not None:
+        pv, pl = synthetic_probes(data, n_probes, n_probes, seed=seed + 1)
+        write_labelled_vectors(probes, pv, ["-" if p is None else p for p in pl], model="synthetic")
+        click.echo(f"{probes}: {n_probes} mated and {n_probes} non-mated probes (label '-' = not enrolled)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
