@@ -1,0 +1,138 @@
+"""The `gallery` command: each subcommand on real files, its output, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gallery import Gallery
+from gallery.cli import main
+from gallery.store.imports import write_labelled_vectors
+from gallery.synthetic import synthetic_gallery, synthetic_probes
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_gallery(400, 3, 64, genuine=0.7, seed=7)
+
+
+@pytest.fixture
+def files(tmp_path, data):
+    enrol = tmp_path / "enrol.parquet"
+    write_labelled_vectors(enrol, data.vectors, data.identities)
+    pv, pl = synthetic_probes(data, 4, 2, seed=3)
+    probes = tmp_path / "probes.parquet"
+    write_labelled_vectors(probes, pv, ["-" if p is None else p for p in pl])
+    return enrol, probes, pv, pl
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_import_then_search_prints_a_table_with_decisions(tmp_path, files):
+    enrol, probes, _, labels = files
+    g = tmp_path / "g"
+    r = run("import-vectors", enrol, "-g", g)
+    assert r.exit_code == 0, r.output
+    assert "1200 records, 400 identities" in r.output
+    r = run("search-vectors", probes, "-g", g, "-k", "2", "--threshold", "0.45")
+    assert r.exit_code == 0, r.output
+    assert "match iff cosine >= threshold" in r.output
+    for label in labels[:4]:
+        assert f"{label}  (label {label})" in r.output
+
+
+def test_search_json_matches_the_python_api(tmp_path, files):
+    enrol, probes, pv, _ = files
+    g = tmp_path / "g"
+    run("import-vectors", enrol, "-g", g)
+    r = run("search-vectors", probes, "-g", g, "-k", "3", "--json", "--threshold", "0.3")
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    expected = Gallery.open(g).search(pv, k=3, threshold=0.3)
+    assert len(rows) == len(expected)
+    for row, res in zip(rows, expected):
+        assert row["identity"] == res.identity
+        assert [m["identity"] for m in row["matches"]] == [m.identity for m in res.matches]
+        assert np.allclose([m["score"] for m in row["matches"]], [m.score for m in res.matches])
+
+
+def test_threshold_is_inclusive_from_the_command_line(tmp_path, files):
+    enrol, probes, pv, _ = files
+    g = tmp_path / "g"
+    run("import-vectors", enrol, "-g", g)
+    best = Gallery.open(g).search(pv[:1], k=1)[0].matches[0].score
+    at = json.loads(run("search-vectors", probes, "-g", g, "--json", "--threshold", repr(best)).output.splitlines()[0])
+    above = json.loads(run("search-vectors", probes, "-g", g, "--json", "--threshold", repr(float(np.nextafter(best, 2)))).output.splitlines()[0])
+    assert at["identity"] == at["matches"][0]["identity"]
+    assert above["identity"] is None
+
+
+def test_import_into_an_existing_gallery_adds(tmp_path, files, data):
+    enrol, _, _, _ = files
+    g = tmp_path / "g"
+    run("import-vectors", enrol, "-g", g)
+    extra = tmp_path / "extra.npy"
+    np.save(extra, data.vectors[:5])
+    (tmp_path / "extra.txt").write_text("\n".join(["newcomer"] * 5) + "\n")
+    r = run("import-vectors", extra, "--labels", tmp_path / "extra.txt", "-g", g)
+    assert r.exit_code == 0, r.output
+    assert "1205 records, 401 identities" in r.output
+    r = run("import-vectors", enrol, "-g", g, "--replace")
+    assert "1200 records, 400 identities" in r.output
+
+
+def test_info_remove_and_rebuild(tmp_path, files, data):
+    enrol, _, _, _ = files
+    g = tmp_path / "g"
+    run("import-vectors", enrol, "-g", g, "--format", "hdf5", "--rows-per-shard", "200")
+    info = json.loads(run("info", "-g", g, "--json").output)
+    assert info["records"] == 1200 and info["shards"] == 6 and info["shard_format"] == "hdf5"
+    assert info["index"]["kind"] == "flat"
+    assert info["threshold"] == {"value": 0.5, "source": "fallback"}
+    text = run("info", "-g", g, "--verify").output
+    assert "all files match the manifest" in text
+    victim = data.identities[0]
+    r = run("remove", victim, "-g", g)
+    assert r.exit_code == 0 and "removed 3 records of 1 identities" in r.output
+    assert victim not in Gallery.open(g).identities
+    r = run("rebuild-index", "-g", g, "--index", "ivfpq", "--nlist", "16")
+    assert r.exit_code == 0, r.output
+    assert Gallery.open(g).manifest.index.factory.startswith("IVF16,")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["search-vectors", "{probes}", "-g", "{tmp}/missing"], "missing: no such gallery folder"),
+        (["import-vectors", "{npy}", "-g", "{tmp}/g"], "a .npy file holds no labels"),
+        (["import-vectors", "{nan}", "--labels", "{labels}", "-g", "{tmp}/g"], "row 1 contains NaN or inf"),
+        (["remove", "nobody", "-g", "{tmp}/ok"], "no such identities: nobody"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, files, data, args, message):
+    enrol, probes, _, _ = files
+    np.save(tmp_path / "v.npy", data.vectors[:3])
+    bad = data.vectors[:3].copy()
+    bad[1, 0] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    run("import-vectors", enrol, "-g", tmp_path / "ok")
+    fill = dict(probes=probes, tmp=tmp_path, npy=tmp_path / "v.npy", nan=tmp_path / "nan.npy", labels=tmp_path / "labels.txt")
+    r = CliRunner().invoke(main, [a.format(**fill) for a in args])
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0], r.output
+    assert not (tmp_path / "g" / "manifest.json").exists()
+
+
+def test_console_script_help_teaches(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gallery.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for word in ("import-vectors", "search-vectors", "remove", "rebuild-index", "info", "score >= threshold"):
+        assert word in out
+    sub = subprocess.run([sys.executable, "-m", "gallery.cli", "search-vectors", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--threshold" in sub and "--nprobe" in sub
