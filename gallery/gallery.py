@@ -148,8 +148,7 @@ class Gallery:
         if old is not None:
             base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
         index_params = dict(kind=index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
-        with _writer_lock(root):
-            _enrol(root, base, old, batch, replace=True, index_params=index_params, gpu=gpu, progress=progress)
+        _enrol_batch(root, base, old, batch, replace=True, index_params=index_params, gpu=gpu, progress=progress)
         return cls.open(root, gpu=gpu)
 
     @classmethod
@@ -308,10 +307,9 @@ class Gallery:
             )
         x = as_embeddings(vectors, dim=self.dim)
         batch = _batch(x, identities, sources, face_index)
-        with _writer_lock(self.root):
-            base = read_manifest(self.root)
-            first = base.next_id
-            _enrol(self.root, base, base, batch, replace=False, index_params=None, gpu=self._gpu, progress=progress)
+        base = read_manifest(self.root)
+        first = base.next_id
+        _enrol_batch(self.root, base, base, batch, replace=False, gpu=self._gpu, progress=progress)
         self._reload()
         return np.arange(first, first + len(x), dtype=np.int64)
 
@@ -499,87 +497,174 @@ def _commit(root: Path, new: Manifest, old: Optional[Manifest]) -> None:
     store.erase(sorted(stale))
 
 
-def _enrol(
-    root: Path,
-    base: Manifest,
-    old: Optional[Manifest],
-    batch: Records,
-    *,
-    replace: bool,
-    index_params: Optional[dict],
-    gpu: Optional[bool],
-    progress: Optional[bool],
-) -> None:
-    """Write ``batch`` as new shards on top of ``base`` and commit; resume a matching unfinished run.
+class Enrolment:
+    """One enrolment run: batches of records in, shards written as they fill, one commit at the end.
 
-    ``replace`` starts a new gallery (discarding ``old``'s shards); otherwise rows are appended and the
+    Use it as a context manager (it holds the gallery's writer lock). A run with the same ``key`` on top
+    of the same manifest generation as an interrupted one resumes it: :attr:`rows_written` and
+    :meth:`written_sources` say what is already on disk, so the caller skips that input. ``replace``
+    starts a new gallery (``old``'s files are erased at commit); otherwise rows are appended and the
     existing index is extended without retraining.
     """
-    store = ShardStore(root, base.shard_format)
-    n, rps = len(batch), base.rows_per_shard
-    fp = _fingerprint(
-        "enrol", base.model, base.dim, base.shard_format, rps, replace, sorted((index_params or {}).items()),
-        batch.vectors, batch.identities, batch.sources, batch.face_index,
-    )
-    journal = read_journal(root)
-    if journal is not None and journal.fingerprint == fp and journal.base_generation == base.generation:
-        intact = []
-        for info in journal.shards:
-            if not store.is_intact(info):
-                break
-            intact.append(info)
-        journal.shards = intact
-        LOG.info("resuming an interrupted build: %d of %d rows already written", journal.rows, n)
-    else:
-        journal = Journal("enrol", fp, base.generation, next_file=base.next_file)
-    _erase_strays(root, old, journal)
-    write_journal(root, journal)
 
-    ids = base.next_id + np.arange(n, dtype=np.int64)
-    bar = _progress(progress, total=n, initial=journal.rows, desc="writing shards", unit="vec")
-    for s in range(journal.rows, n, rps):
-        part = batch.take(slice(s, s + rps))
-        part.ids = ids[s : s + rps]
-        part.model = base.model
-        journal.shards.append(store.write_shard(part, journal.next_file))
-        journal.next_file += 1
-        write_journal(root, journal)
-        bar.update(len(part))
-    bar.close()
+    def __init__(
+        self,
+        root: Path,
+        base: Manifest,
+        old: Optional[Manifest],
+        *,
+        key: str,
+        replace: bool,
+        index_params: Optional[dict] = None,
+        gpu: Optional[bool] = None,
+        progress: Optional[bool] = None,
+        total: Optional[int] = None,
+    ):
+        self.root, self.base, self.old = Path(root), base, old
+        self.replace, self.gpu, self.progress = replace, gpu, progress
+        self.index_params = dict(index_params or {})
+        self.store = ShardStore(self.root, base.shard_format)
+        self.key = _fingerprint(key, base.model, base.dim, base.shard_format, base.rows_per_shard, replace,
+                                sorted(self.index_params.items()))
+        self._pending: list[Records] = []
+        self._total = total
+        self._lock = _writer_lock(self.root)
+        self.journal: Optional[Journal] = None
+        self._bar: Optional[tqdm] = None
 
-    new = copy.deepcopy(base)
-    new.shards = (list(journal.shards) if replace else base.shards + journal.shards)
-    new.next_id = base.next_id + n
-    new.next_file = journal.next_file
-    if not replace and base.index is not None:
-        index = VectorIndex.load(root / base.index.file, _spec_of(base.index, base.dim), gpu=gpu)
-        trained_on = base.index.trained_on
-    else:
-        kind = index_params.pop("kind", "auto") if index_params else "auto"
-        spec = choose_index_spec(n, base.dim, kind, **(index_params or {}))
-        index, trained_on = _trained_index(root, spec, batch.vectors, journal, gpu)
+    def __enter__(self) -> "Enrolment":
+        self._lock.__enter__()
+        try:
+            self._open_journal()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._lock.__exit__(*exc)
+
+    def _open_journal(self) -> None:
+        journal = read_journal(self.root)
+        if journal is not None and journal.fingerprint == self.key and journal.base_generation == self.base.generation:
+            intact = []
+            for info in journal.shards:
+                if not self.store.is_intact(info):
+                    break
+                intact.append(info)
+            journal.shards = intact
+            LOG.info("resuming an interrupted enrolment: %d rows already written", journal.rows)
+        else:
+            journal = Journal("enrol", self.key, self.base.generation, next_file=self.base.next_file)
+        _erase_strays(self.root, self.old, journal)
+        write_journal(self.root, journal)
+        self.journal = journal
+        self._next_id = self.base.next_id + journal.rows
+        self._bar = _progress(self.progress, total=self._total, initial=journal.rows, desc="writing shards", unit="vec")
+
+    @property
+    def rows_written(self) -> int:
+        """Rows already in shards, including those an interrupted run had written."""
+        return self.journal.rows
+
+    def written_sources(self) -> set[str]:
+        """Sources of the rows already written (to skip them when resuming a build from files)."""
+        return {str(s) for r in self.store.iter_records(self.journal.shards, columns=["source"]) for s in r.sources}
+
+    def write(self, batch: Records) -> None:
+        """Queue records (ids are assigned here) and write every full shard."""
+        if len(batch) == 0:
+            return
+        batch = batch.take(slice(None))
+        batch.ids = self._next_id + np.arange(len(batch), dtype=np.int64)
+        batch.model = self.base.model
+        self._next_id += len(batch)
+        self._pending.append(batch)
+        while sum(len(b) for b in self._pending) >= self.base.rows_per_shard:
+            self._write_shard(self.base.rows_per_shard)
+
+    def flush(self) -> None:
+        """Write whatever is queued as a (possibly short) shard, so an interruption loses none of it."""
+        if self._pending:
+            self._write_shard(sum(len(b) for b in self._pending))
+
+    def _write_shard(self, rows: int) -> None:
+        queued = _concat(self._pending)
+        part, rest = queued.take(slice(0, rows)), queued.take(slice(rows, None))
+        self._pending = [rest] if len(rest) else []
+        self.journal.shards.append(self.store.write_shard(part, self.journal.next_file))
+        self.journal.next_file += 1
+        write_journal(self.root, self.journal)
+        self._bar.update(len(part))
+
+    def commit(self) -> Manifest:
+        """Write the last shard, add the new rows to the index (training one if needed), write the manifest."""
+        self.flush()
+        self._bar.close()
+        base, journal = self.base, self.journal
+        new = copy.deepcopy(base)
+        new.shards = list(journal.shards) if self.replace else base.shards + journal.shards
+        added = journal.rows
+        new.next_id = base.next_id + added
+        id_lists = [r.ids for r in self.store.iter_records(journal.shards, columns=["id"])]
+        vectors = self.store.vectors(journal.shards, base.dim, ids=id_lists)
+        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+        if not self.replace and base.index is not None:
+            index = VectorIndex.load(self.root / base.index.file, _spec_of(base.index, base.dim), gpu=self.gpu)
+            trained_on = base.index.trained_on
+        else:
+            params = dict(self.index_params)
+            spec = choose_index_spec(max(added, 1), base.dim, params.pop("kind", "auto"), **params)
+            index, trained_on = _trained_index(self.root, spec, ids, vectors, journal, self.gpu)
+        bar = _progress(self.progress, total=added, desc="indexing", unit="vec")
+        for s in range(0, added, ADD_BATCH):
+            index.add(ids[s : s + ADD_BATCH], vectors.gather(ids[s : s + ADD_BATCH]))
+            bar.update(min(ADD_BATCH, added - s))
+        bar.close()
         new.next_file = journal.next_file
-    bar = _progress(progress, total=n, desc="indexing", unit="vec")
-    for s in range(0, n, ADD_BATCH):
-        index.add(ids[s : s + ADD_BATCH], batch.vectors[s : s + ADD_BATCH])
-        bar.update(min(ADD_BATCH, n - s))
-    bar.close()
-    new.index = _save_index(root, index, new, trained_on)
-    _commit(root, new, old)
-    if journal.trained_index:
-        (root / journal.trained_index).unlink(missing_ok=True)
+        new.index = _save_index(self.root, index, new, trained_on)
+        _commit(self.root, new, self.old)
+        if journal.trained_index:
+            (self.root / journal.trained_index).unlink(missing_ok=True)
+        return new
 
 
-def _trained_index(root: Path, spec: IndexSpec, x: np.ndarray, journal: Journal, gpu: Optional[bool]) -> tuple[VectorIndex, int]:
+def _concat(parts: list[Records]) -> Records:
+    if len(parts) == 1:
+        return parts[0]
+    return Records(
+        ids=np.concatenate([p.ids for p in parts]),
+        identities=np.concatenate([p.identities for p in parts]),
+        sources=np.concatenate([p.sources for p in parts]),
+        face_index=np.concatenate([p.face_index for p in parts]),
+        vectors=np.concatenate([p.vectors for p in parts]),
+        model=parts[0].model,
+    )
+
+
+def _enrol_batch(root: Path, base: Manifest, old: Optional[Manifest], batch: Records, **options) -> Manifest:
+    """Enrol an in-memory batch; rerunning the same batch after an interruption resumes it."""
+    key = _fingerprint("vectors", batch.vectors, batch.identities, batch.sources, batch.face_index)
+    with Enrolment(root, base, old, key=key, total=len(batch), **options) as run:
+        for s in range(run.rows_written, len(batch), base.rows_per_shard):
+            run.write(batch.take(slice(s, s + base.rows_per_shard)))
+        return run.commit()
+
+
+def _trained_index(
+    root: Path, spec: IndexSpec, ids: np.ndarray, vectors, journal: Journal, gpu: Optional[bool]
+) -> tuple[VectorIndex, int]:
     """A trained, empty index for ``spec``: from the journal's checkpoint if a previous run saved one."""
     if spec.kind == "flat":
         return VectorIndex.create(spec, gpu=gpu), 0
-    rows = training_sample(len(x), spec)
+    rows = training_sample(len(ids), spec)
     if journal.trained_index and (root / journal.trained_index).is_file():
         LOG.info("resuming with the trained index from the interrupted run")
         return VectorIndex.load(root / journal.trained_index, spec, gpu=gpu), len(rows)
     index = VectorIndex.create(spec, gpu=gpu)
-    index.train(x[rows])
+    index.train(vectors.gather(ids[rows]))
     (root / INDEX_DIR).mkdir(exist_ok=True)
     name = f"{INDEX_DIR}/trained-{journal.next_file:06d}.faiss"
     journal.next_file += 1
