@@ -11,6 +11,8 @@ from typing import Optional
 import click
 
 from . import __version__
+from .calibration import calibrate as calibrate_probes
+from .calibration import calibrate_leave_out
 from .errors import GalleryError
 from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
 from .index import KINDS
@@ -184,11 +186,46 @@ def info(gallery_dir, verify, as_json) -> None:
         ("ram", f"{_human_bytes(d['ram_bytes']['index'] + d['ram_bytes']['labels'])} "
                 f"({d['ram_bytes']['per_vector']:.1f} B per vector)"),
     ]
+    cal = d.get("calibration")
+    if cal:
+        rows.append(("calibrated", f"{cal['value']:.4f} at FPIR {cal['target_fpir']:g} on {cal['gallery_identities']} identities "
+                                   f"({cal['protocol']}, {cal['n_nonmated']} non-mated searches)"))
     if verify:
         rows.append(("checksums", "all files match the manifest"))
     if idx.get("advice"):
         rows.append(("advice", idx["advice"]))
     click.echo("\n".join(f"{k:<10} {v}" for k, v in rows))
+
+
+@main.command("calibrate")
+@click.argument("gallery_arg", metavar="[GALLERY]", required=False, type=click.Path(file_okay=False, path_type=Path))
+@_gallery_option()
+@click.option("--probes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled probe vectors (.parquet/.h5 with an identity column, or .npy with --labels). "
+                   "Without it, identities are left out of the gallery itself.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels for .npy probes.")
+@click.option("--target-fpir", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-3, show_default=True,
+              help="Accepted fraction of unknown people wrongly matched to someone.")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Without --probes: fraction of identities left out to play the unknown people.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, seed) -> None:
+    """Set the open-set threshold for a target FPIR and store it in the manifest.
+
+    Probes whose label is enrolled are mated searches; any other label (or '-') is a non-mated one.
+    A tail fit of the impostor scores lets the threshold follow the gallery as it grows.
+    """
+    g = Gallery.open(gallery_arg or gallery_dir)
+    if probes is not None:
+        data = read_labelled_vectors(probes, labels=labels)
+        cal = calibrate_probes(g, data.vectors, list(data.identities), target_fpir=target_fpir)
+    else:
+        cal = calibrate_leave_out(g, target_fpir=target_fpir, holdout=holdout, seed=seed)
+    g.set_calibration(cal)
+    fnir = "n/a (no mated searches)" if cal.fnir is None else f"{cal.fnir:.4f}"
+    click.echo(f"threshold {cal.value:.4f} at FPIR {cal.achieved_fpir:.2e} (target {cal.target_fpir:g}) on "
+               f"{cal.n_nonmated} non-mated and {cal.n_mated} mated searches ({cal.protocol}), FNIR {fnir}")
+    click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.4f}")
 
 
 @main.command("remove")

@@ -19,6 +19,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .calibration import Calibration
 from .errors import GalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, VectorIndex, build_index, choose_index_spec, training_sample
 from .search import rank_identities, decide, resolve_threshold
@@ -224,10 +225,38 @@ class Gallery:
         kind = self.manifest.index.kind if self.manifest.index else "none"
         return f"Gallery({str(self.root)!r}, records={len(self)}, identities={len(self._names)}, model={self.model!r}, index={kind!r})"
 
+    @property
+    def calibration(self) -> Optional[Calibration]:
+        """The stored open-set calibration, if `gallery calibrate` has run."""
+        data = self.manifest.thresholds.get("open_set")
+        return Calibration.from_json(data) if data else None
+
     def threshold(self, threshold: Optional[float] = None) -> tuple[float, str]:
-        """The open-set threshold a search uses, and its source ("call", "calibrated", "model-default", "fallback")."""
-        calibrated = self.manifest.thresholds.get("open_set", {}).get("value")
+        """The open-set threshold a search uses, and its source ("call", "calibrated", "model-default", "fallback").
+
+        A calibrated threshold is carried to the gallery's current number of identities by its tail fit.
+        """
+        cal = self.calibration
+        calibrated = cal.threshold_for(len(self._names)) if cal is not None else None
         return resolve_threshold(threshold, calibrated, self.model)
+
+    def records(self) -> tuple[np.ndarray, np.ndarray]:
+        """Record ids and their identity labels, in storage order."""
+        return self._record_ids.copy(), self._names[self._codes].astype(object)
+
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """Stored (unit-norm float32) vectors of the given record ids."""
+        return self._vectors.gather(np.asarray(ids, dtype=np.int64))
+
+    def set_calibration(self, calibration: Calibration) -> None:
+        """Store ``calibration`` in the manifest; searches use it from then on."""
+        if calibration.model != self.model:
+            raise ModelMismatchError(f"{self.root}: calibration is for model {calibration.model!r}, the gallery holds {self.model!r}")
+        with _writer_lock(self.root):
+            m = read_manifest(self.root)
+            m.thresholds["open_set"] = calibration.to_json()
+            write_manifest(self.root, m)
+        self.manifest = read_manifest(self.root)
 
     # ------------------------------------------------------------------ search
 
@@ -416,7 +445,7 @@ class Gallery:
             "rows_per_shard": m.rows_per_shard,
             "index": None,
             "threshold": {"value": t, "source": source},
-            "thresholds": m.thresholds,
+            "calibration": m.thresholds.get("open_set"),
             "disk_bytes": disk,
             "ram_bytes": {"index": index_ram, "labels": int(labels_ram), "per_vector": (index_ram + labels_ram) / max(len(self), 1)},
         }
