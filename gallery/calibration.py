@@ -20,10 +20,11 @@ d = 64 to 512, where keeping the calibrated threshold gave 5% to 15%.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -149,12 +150,12 @@ def calibrate(gallery, vectors, labels: Sequence[Optional[str]], *, target_fpir:
     return _measure(gallery, vectors, list(labels), target_fpir, "probes", len(gallery.identities))
 
 
-def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 0.2, seed: int = 0) -> Calibration:
-    """Calibrate on the gallery itself, leaving identities out.
+@contextlib.contextmanager
+def leave_identities_out(gallery, *, holdout: float = 0.2, seed: int = 0) -> Iterator[tuple]:
+    """A temporary gallery without some identities, and probes: (sub_gallery, probe_vectors, probe_labels).
 
     A random ``holdout`` fraction of identities is set aside: their images are the non-mated searches.
     Of the remaining identities, those with two or more images lend one image each as a mated search.
-    The rest is enrolled in a temporary gallery; the tail fit carries the threshold to the real size.
     """
     if not 0.0 < holdout < 1.0:
         raise InvalidInputError(f"holdout must lie in (0, 1), got {holdout}")
@@ -166,20 +167,26 @@ def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 
     held = np.zeros(len(names), bool)
     held[rng.choice(len(names), size=max(1, int(round(holdout * len(names)))), replace=False)] = True
     first_of = np.full(len(names), -1)
-    order = rng.permutation(len(ids))
     counts = np.bincount(codes)
-    for row in order:
+    for row in rng.permutation(len(ids)):
         c = codes[row]
         if not held[c] and counts[c] >= 2 and first_of[c] < 0:
             first_of[c] = row
-    mated_rows = first_of[first_of >= 0]
-    probe_rows = np.r_[mated_rows, np.flatnonzero(held[codes])]
+    probe_rows = np.r_[first_of[first_of >= 0], np.flatnonzero(held[codes])]
     keep = np.ones(len(ids), bool)
     keep[probe_rows] = False
     vectors = gallery.vectors_of(ids)
     from .gallery import Gallery
 
-    with tempfile.TemporaryDirectory(prefix="gallery-calibrate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gallery-leave-out-") as tmp:
         sub = Gallery.from_vectors(vectors[keep], identities[keep], tmp, model=gallery.model, progress=False)
-        labels = [str(identities[r]) for r in probe_rows]
-        return _measure(sub, vectors[probe_rows], labels, target_fpir, "leave-identities-out", len(sub.identities))
+        yield sub, vectors[probe_rows], [str(identities[r]) for r in probe_rows]
+
+
+def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 0.2, seed: int = 0) -> Calibration:
+    """Calibrate on the gallery itself with :func:`leave_identities_out`.
+
+    The threshold is measured on the smaller temporary gallery; the tail fit carries it to the real size.
+    """
+    with leave_identities_out(gallery, holdout=holdout, seed=seed) as (sub, vectors, labels):
+        return _measure(sub, vectors, labels, target_fpir, "leave-identities-out", len(sub.identities))

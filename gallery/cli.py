@@ -14,6 +14,7 @@ from . import __version__
 from .calibration import calibrate as calibrate_probes
 from .calibration import calibrate_leave_out
 from .errors import GalleryError
+from .evaluation import evaluate, write_report
 from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
 from .index import KINDS
 from .search import AGGREGATES
@@ -226,6 +227,34 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
     click.echo(f"threshold {cal.value:.4f} at FPIR {cal.achieved_fpir:.2e} (target {cal.target_fpir:g}) on "
                f"{cal.n_nonmated} non-mated and {cal.n_mated} mated searches ({cal.protocol}), FNIR {fnir}")
     click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.4f}")
+
+
+@main.command("eval")
+@click.argument("gallery_arg", metavar="[GALLERY]", required=False, type=click.Path(file_okay=False, path_type=Path))
+@_gallery_option()
+@click.option("--probes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled probe vectors for the 1:N part; without it, identities are left out of the gallery.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels for .npy probes.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="gallery-eval",
+              show_default=True, help="Folder for metrics.json, the PNG figures, report.md and report.html.")
+@click.option("--max-samples", type=click.IntRange(min=10), default=5000, show_default=True,
+              help="Records (whole identities) used for the all-pairs metrics.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples, seed) -> None:
+    """Measure a gallery: retrieval, pair distributions, 1:1 ROC/EER/TAR@FAR, 1:N CMC and FNIR@FPIR.
+
+    Writes every number to OUT/metrics.json and a report with figures to OUT/report.md and the
+    self-contained OUT/report.html.
+    """
+    g = Gallery.open(gallery_arg or gallery_dir)
+    data = read_labelled_vectors(probes, labels=labels) if probes is not None else None
+    ev = evaluate(g, data.vectors if data else None, list(data.identities) if data else None,
+                  max_samples=max_samples, seed=seed)
+    paths = write_report(ev, out_dir, seed=seed)
+    r, i = ev.summary["retrieval"], ev.summary["identification"]
+    click.echo(f"Recall@1 {r['recall@1']:.4f}  MAP@R {r['map@r']:.4f}  EER {ev.summary['verification']['eer']:.4f}  "
+               f"rank-1 {i['cmc'].get('rank1', float('nan')):.4f} ({i['protocol']})")
+    click.echo(f"report: {paths['report.html']}")
 
 
 @main.command("remove")
