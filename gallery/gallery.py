@@ -66,7 +66,7 @@ def _fingerprint(*parts) -> str:
     h = hashlib.blake2b(digest_size=16)
     for p in parts:
         if isinstance(p, np.ndarray) and p.dtype != object:
-            h.update(np.ascontiguousarray(p).tobytes())
+            h.update(np.ascontiguousarray(p).view(np.uint8).reshape(-1))
         elif isinstance(p, np.ndarray):
             h.update("\0".join(map(str, p.tolist())).encode("utf-8"))
         else:

@@ -10,6 +10,8 @@ from .errors import InvalidInputError
 
 #: Vectors whose norm is below this are treated as zero: they have no direction to compare.
 MIN_NORM = 1e-6
+#: Rows checked at a time, so a million-row matrix needs no full-size temporaries.
+BLOCK = 65_536
 
 
 def as_embeddings(x, *, dim: Optional[int] = None, what: str = "vectors") -> np.ndarray:
@@ -31,20 +33,26 @@ def as_embeddings(x, *, dim: Optional[int] = None, what: str = "vectors") -> np.
         raise InvalidInputError(f"{what}: no rows given")
     if dim is not None and d != dim:
         raise InvalidInputError(f"{what}: dimension {d} does not match the gallery's dimension {dim}")
-    finite = np.isfinite(x).all(axis=1)
+    finite = np.ones(n, bool)
+    norms = np.empty(n, np.float64)
+    for s in range(0, n, BLOCK):
+        block = x[s : s + BLOCK]
+        finite[s : s + BLOCK] = np.isfinite(block).all(axis=1)
+        norms[s : s + BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise InvalidInputError(
             f"{what}: row {row} contains NaN or inf ({int((~finite).sum())} such rows); remove or fix them"
         )
-    norms = np.linalg.norm(x.astype(np.float64), axis=1)
     zero = norms < MIN_NORM
     if zero.any():
         row = int(np.flatnonzero(zero)[0])
         raise InvalidInputError(
             f"{what}: row {row} is a zero vector ({int(zero.sum())} such rows); it has no direction to compare"
         )
-    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    out /= norms.astype(np.float32)[:, None]
+    return out
 
 
 def as_labels(labels: Sequence, n: int, *, what: str = "identities") -> np.ndarray:
