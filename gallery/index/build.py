@@ -103,15 +103,14 @@ class VectorIndex:
         if k <= 0:
             return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64)
         if self.spec.kind == "flat":
-            D, I = self._searcher().search(xq, k)
-            return _mark_missing(D, I)
+            return _mark_missing(*knn(self._searcher(), xq, k))
         nprobe = int(nprobe or self.spec.nprobe)
         rerank = int(rerank or self.spec.rerank)
         if nprobe < 1 or rerank < 1:
             raise InvalidInputError(f"nprobe and rerank must be >= 1, got nprobe = {nprobe}, rerank = {rerank}")
         params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.spec.nlist))
         kc = int(min(k * rerank, self.ntotal)) if vectors is not None else k
-        D, I = self._searcher().search(xq, kc, params=params)
+        D, I = knn(self._searcher(), xq, kc, params)
         if vectors is None:
             return _mark_missing(D, I)
         return _rerank_exact(xq, I, k, vectors)
@@ -133,6 +132,19 @@ class VectorIndex:
         except RuntimeError as e:
             raise CorruptGalleryError(f"{path}: cannot read FAISS index ({str(e).splitlines()[0]})") from None
         return cls(index, spec, gpu=gpu)
+
+
+def knn(index: faiss.Index, xq: np.ndarray, k: int, params: Optional[faiss.SearchParameters] = None):
+    """``index.search`` through FAISS's SWIG entry point.
+
+    pytorch-metric-learning imports ``faiss.contrib.torch_utils``, which replaces ``Index.search`` for
+    the whole process with a version that drops per-call parameters; this keeps nprobe per call.
+    """
+    n = len(xq)
+    D = np.empty((n, k), dtype=np.float32)
+    I = np.empty((n, k), dtype=np.int64)
+    index.search_c(n, faiss.swig_ptr(xq), k, faiss.swig_ptr(D), faiss.swig_ptr(I), params)
+    return D, I
 
 
 def _mark_missing(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

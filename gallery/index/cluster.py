@@ -5,6 +5,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .build import knn
+
 
 def kmeans_assign(x: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
     """Cluster rows of ``x`` into ``k`` clusters (spherical k-means) and return each row's cluster."""
@@ -13,5 +15,5 @@ def kmeans_assign(x: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> n
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=max(256, len(x) // max(k, 1) + 1))
     km.train(x)
-    _, assign = km.index.search(x, 1)
+    _, assign = knn(km.index, x, 1)
     return assign[:, 0].astype(np.int64)

@@ -1,5 +1,6 @@
 """Flat search is exact; ivfpq with exact re-rank approaches it; knobs are per call; files round-trip."""
 
+import faiss
 import numpy as np
 import pytest
 
@@ -111,13 +112,13 @@ def test_remove_and_add_without_retraining(data):
     x, ids, xq = data
     spec = choose_index_spec(len(x), x.shape[1], "ivfpq", nlist=32)
     index = build_index(spec, x, [(ids[:-100], x[:-100])])
-    centroids = index.index.quantizer.reconstruct_n(0, 32).copy()
+    centroids = faiss.serialize_index(index.index.quantizer).copy()
     index.add(ids[-100:], x[-100:])
     assert index.ntotal == len(x)
     assert index.remove(ids[:10]) == 10 and index.ntotal == len(x) - 10
     _, I = index.search(x[:10], 5, nprobe=32)
     assert not set(I.ravel()) & set(ids[:10])
-    assert np.array_equal(index.index.quantizer.reconstruct_n(0, 32), centroids)
+    assert np.array_equal(faiss.serialize_index(index.index.quantizer), centroids)
 
 
 @pytest.mark.gpu
@@ -129,3 +130,14 @@ def test_gpu_answers_like_cpu(data):
     Dc, Ic = cpu.search(xq, 10)
     Dg, Ig = gpu.search(xq, 10)
     check_same_knn_with_ties(Dg, Ig, Dc, Ic, tol=1e-4)
+
+
+def test_per_call_nprobe_survives_faiss_torch_utils(ivf, data, table):
+    """pytorch-metric-learning patches faiss.Index.search process-wide; nprobe per call must still work."""
+    pytest.importorskip("torch")
+    import faiss.contrib.torch_utils  # noqa: F401
+
+    _, _, xq = data
+    few = recall_at_10(ivf, data, table, nprobe=1, rerank=16)
+    many = recall_at_10(ivf, data, table, nprobe=64, rerank=16)
+    assert few < many
