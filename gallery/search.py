@@ -60,35 +60,48 @@ def rank_identities(
         raise InvalidInputError(f"unknown aggregate {aggregate!r}; choose one of: {', '.join(AGGREGATES)}")
     if top_n < 1:
         raise InvalidInputError(f"top_n must be >= 1, got {top_n}")
+    if aggregate == "max":
+        return _rank_by_best_record(D, I, identity_of, names, k)
+    if rescore is None:
+        raise ValueError("aggregate='mean' needs a rescore function")
     out: list[list[Match]] = []
     for q in range(len(D)):
-        groups: dict[int, tuple[list[int], list[float]]] = {}
-        for score, rid in zip(D[q].tolist(), I[q].tolist()):
-            if rid < 0:
-                continue
-            code = int(identity_of[rid])
-            if code < 0:
-                continue
-            ids, scores = groups.setdefault(code, ([], []))
-            ids.append(rid)
-            scores.append(score)
-        if aggregate == "max":
-            ranked = [(scores[0], code, ids, scores) for code, (ids, scores) in groups.items()]
-        else:
-            assert rescore is not None, "aggregate='mean' needs a rescore function"
-            ranked = []
-            for code, ids, scores in rescore(q, list(groups)):
-                order = np.argsort(-np.asarray(scores), kind="stable")
-                ids = [ids[i] for i in order]
-                scores = [scores[i] for i in order]
-                ranked.append((float(np.mean(scores[:top_n])), code, ids, scores))
+        codes = identity_of[I[q][I[q] >= 0]]
+        ranked = []
+        for code, ids, scores in rescore(q, list(dict.fromkeys(codes[codes >= 0].tolist()))):
+            order = np.argsort(-np.asarray(scores), kind="stable")
+            ids = [ids[i] for i in order]
+            scores = [scores[i] for i in order]
+            ranked.append((float(np.mean(scores[:top_n])), code, ids, scores))
         ranked.sort(key=lambda t: (-t[0], names[t[1]]))
-        out.append(
-            [
-                Match(identity=str(names[code]), score=float(s), records=tuple(ids), record_scores=tuple(map(float, sc)))
-                for s, code, ids, sc in ranked[:k]
-            ]
-        )
+        out.append([_match(names[c], s, ids, sc) for s, c, ids, sc in ranked[:k]])
+    return out
+
+
+def _match(name, score, ids, scores) -> Match:
+    return Match(identity=str(name), score=float(score), records=tuple(np.asarray(ids).tolist()),
+                 record_scores=tuple(np.asarray(scores, dtype=np.float64).tolist()))
+
+
+def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, names: np.ndarray, k: int) -> list[list[Match]]:
+    """Group each row's records by identity in numpy; rows are sorted best first, so a group's first
+    record is its best. Only the k winning groups per query become Python objects."""
+    nq, kr = I.shape
+    codes = np.where(I >= 0, identity_of[np.maximum(I, 0)], -1)
+    q_of, pos = np.nonzero(codes >= 0)
+    key = q_of * len(names) + codes[q_of, pos]
+    order = np.lexsort((pos, key))
+    key, q_of, pos = key[order], q_of[order], pos[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    g_q, g_first = q_of[starts], pos[starts]
+    g_order = np.lexsort((g_first, g_q))  # per query, groups by their best record's rank
+    g_q_sorted = g_q[g_order]
+    rank_in_q = np.arange(len(g_order)) - np.searchsorted(g_q_sorted, g_q_sorted)
+    out: list[list[Match]] = [[] for _ in range(nq)]
+    for g in g_order[rank_in_q < k]:
+        q, cols = int(g_q[g]), pos[starts[g] : ends[g]]
+        out[q].append(_match(names[codes[q, cols[0]]], D[q, cols[0]], I[q, cols], D[q, cols]))
     return out
 
 

@@ -12,12 +12,12 @@ from gallery.index import AUTO_FLAT_MAX_CELLS, choose_index_spec
         (10, 128, "flat", 0, 0),
         (10_000, 128, "flat", 0, 0),
         (500_000, 128, "flat", 0, 0),  # n * d = 64M: still exact
-        (500_001, 128, "ivfpq", 2048, 32),
+        (500_001, 128, "ivfpq", 512, 16),
         (125_000, 512, "flat", 0, 0),
-        (200_000, 512, "ivfpq", 2048, 128),
-        (1_000_000, 512, "ivfpq", 4096, 128),
-        (1_000_000, 128, "ivfpq", 4096, 32),
-        (100_000_000, 512, "ivfpq", 32768, 128),
+        (200_000, 512, "ivfpq", 512, 64),
+        (1_000_000, 512, "ivfpq", 1024, 64),
+        (1_000_000, 128, "ivfpq", 1024, 16),
+        (100_000_000, 512, "ivfpq", 8192, 64),
     ],
 )
 def test_auto_rule(n, d, kind, nlist, pq_m):
@@ -28,7 +28,8 @@ def test_auto_rule(n, d, kind, nlist, pq_m):
 
 def test_factory_strings():
     assert choose_index_spec(100, 64).factory == "IDMap2,Flat"
-    assert choose_index_spec(1_000_000, 512).factory.startswith("IVF4096,PQ128x4fs")
+    assert choose_index_spec(1_000_000, 512).factory == "IVF1024,PQ64x4fs"
+    assert choose_index_spec(1_000_000, 512).nprobe == 256
 
 
 def test_ivfpq_defaults_respect_training_needs():
