@@ -1,7 +1,6 @@
 """The Gallery API: exact and approximate identity search, enrolment, removal that erases, bad input."""
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from gallery import (
@@ -11,7 +10,7 @@ from gallery import (
     InvalidInputError,
     ModelMismatchError,
 )
-from gallery.gallery import _writer_lock
+from gallery.enrolment import writer_lock
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 
 
@@ -212,7 +211,7 @@ def test_verify_catches_a_damaged_file(built):
 
 
 def test_one_writer_at_a_time(built, small_set):
-    with _writer_lock(built.root):
+    with writer_lock(built.root):
         with pytest.raises(GalleryError, match="another process is writing to this gallery"):
             built.add_vectors(small_set.vectors[:1], ["late"])
 

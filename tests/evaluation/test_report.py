@@ -9,7 +9,6 @@ from click.testing import CliRunner
 from gallery import Gallery, metrics
 from gallery.cli import main
 from gallery.evaluation import evaluate, sample_identities, write_report
-from gallery.store.imports import write_labelled_vectors
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -135,7 +135,7 @@ def test_gpu_answers_like_cpu(data):
 def test_per_call_nprobe_survives_faiss_torch_utils(ivf, data, table):
     """pytorch-metric-learning patches faiss.Index.search process-wide; nprobe per call must still work."""
     pytest.importorskip("torch")
-    import faiss.contrib.torch_utils  # noqa: F401
+    import faiss.contrib.torch_utils  # noqa: F401  (patches faiss.Index.search process-wide)
 
     _, _, xq = data
     few = recall_at_10(ivf, data, table, nprobe=1, rerank=16)
