@@ -9,15 +9,16 @@ The rule behind ``kind="auto"``:
   codes, whose candidates are re-ranked exactly with the float vectors memory-mapped from the shards.
 
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
-[16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 8``
-sub-quantisers of 4 bits (d/16 bytes per vector: 32 at d=512); ``nprobe = nlist / 4``; and
+[16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
+sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
+lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 4``; and
 ``rerank = 4``: ``4 * k`` candidates get exact scores.
 
 Why so many probes: a probe and its mate's images have cosine around 0.6, far less than in typical
-nearest-neighbour benchmarks, so the mate often lies in a cell the probe is not nearest to. Measured
-on 1M x 512 synthetic identities (benchmarks/README.md), rank-1 agreement with exact search is limited
-by the fraction of cells visited, not by the PQ codes; a quarter of the cells gives about 99.4% at
-about 20x the speed of exact search, half of them 99.9% at about 13x.
+nearest-neighbour benchmarks, so the mate often lies in a cell the probe is not nearest to. On 1M x 512
+synthetic identities, rank-1 agreement with exact search follows the fraction of cells visited, not the
+PQ codes: with raw FAISS a quarter of the cells gave 99.4% at 25x the speed of exact search; through
+``Gallery.search``, with its exact re-rank, 98.8% at 9x (benchmarks/README.md has the table).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def default_nlist(n: int) -> int:
 
 
 def default_pq_m(d: int) -> int:
-    for m in range(max(1, d // 8), 0, -1):
+    for m in range(min(max(d // 4, 16), 64, d), 0, -1):
         if d % m == 0:
             return m
     return 1

@@ -52,20 +52,21 @@ def read_records(path: Path, columns: Optional[Sequence[str]] = None) -> Records
     want = list(columns) if columns else ["id", "identity", "source", "face_index", "model", "vector"]
     try:
         table = pq.read_table(path, columns=want)
-    except (pa.ArrowException, OSError) as e:
+        n = table.num_rows
+        get = lambda name, fill: table.column(name).to_numpy(zero_copy_only=False) if name in want else fill  # noqa: E731
+        vectors = _vectors_of(table.column("vector"), path) if "vector" in want else np.empty((n, 0), np.float32)
+        model = table.column("model")[0].as_py() if "model" in want and n else ""
+        return Records(
+            ids=get("id", np.zeros(n, np.int64)).astype(np.int64, copy=False),
+            identities=get("identity", np.full(n, "", dtype=object)).astype(object),
+            sources=get("source", np.full(n, "", dtype=object)).astype(object),
+            face_index=get("face_index", np.zeros(n, np.int32)).astype(np.int32, copy=False),
+            vectors=vectors,
+            model=model,
+        )
+    # A damaged page can decode into invalid UTF-8 or a wrong vector type, which surface only on conversion.
+    except (pa.ArrowException, OSError, ValueError) as e:
         raise CorruptGalleryError(f"{path}: cannot read Parquet shard ({e})") from None
-    n = table.num_rows
-    get = lambda name, fill: table.column(name).to_numpy(zero_copy_only=False) if name in want else fill  # noqa: E731
-    vectors = _vectors_of(table.column("vector"), path) if "vector" in want else np.empty((n, 0), np.float32)
-    model = table.column("model")[0].as_py() if "model" in want and n else ""
-    return Records(
-        ids=get("id", np.zeros(n, np.int64)).astype(np.int64, copy=False),
-        identities=get("identity", np.full(n, "", dtype=object)).astype(object),
-        sources=get("source", np.full(n, "", dtype=object)).astype(object),
-        face_index=get("face_index", np.zeros(n, np.int32)).astype(np.int32, copy=False),
-        vectors=vectors,
-        model=model,
-    )
 
 
 def read_labelled_vectors(

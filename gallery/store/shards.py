@@ -54,6 +54,8 @@ class VectorTable:
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Global row of each id, -1 where the id is not stored."""
         ids = np.asarray(ids, dtype=np.int64)
+        if len(self._row_of) == 0:  # nothing stored (every identity removed): indexing would fail
+            return np.full(ids.shape, -1, np.int64)
         inside = (ids >= 0) & (ids < len(self._row_of))
         return np.where(inside, self._row_of[np.where(inside, ids, 0)], -1).astype(np.int64)
 

@@ -12,11 +12,11 @@ from gallery.index import AUTO_FLAT_MAX_CELLS, choose_index_spec
         (10, 128, "flat", 0, 0),
         (10_000, 128, "flat", 0, 0),
         (500_000, 128, "flat", 0, 0),  # n * d = 64M: still exact
-        (500_001, 128, "ivfpq", 512, 16),
+        (500_001, 128, "ivfpq", 512, 32),
         (125_000, 512, "flat", 0, 0),
         (200_000, 512, "ivfpq", 512, 64),
         (1_000_000, 512, "ivfpq", 1024, 64),
-        (1_000_000, 128, "ivfpq", 1024, 16),
+        (1_000_000, 128, "ivfpq", 1024, 32),
         (100_000_000, 512, "ivfpq", 8192, 64),
     ],
 )
@@ -66,3 +66,75 @@ def test_bad_overrides():
         choose_index_spec(5000, 64, "ivfpq", pq_m=5)
     with pytest.raises(InvalidInputError, match="nlist = 1024 needs at least 39936 vectors"):
         choose_index_spec(5000, 64, "ivfpq", nlist=1024)
+
+
+# ---------------------------------------------------------------- the documented rule, independent of tuned defaults
+
+from gallery.index.spec import MIN_IVFPQ_VECTORS, MIN_TRAIN_POINTS_PER_CELL  # noqa: E402
+
+
+@pytest.mark.parametrize("d", [32, 64, 128, 256, 512, 1024])
+def test_auto_is_flat_exactly_while_n_times_d_fits_the_cell_budget(d):
+    last_flat = AUTO_FLAT_MAX_CELLS // d
+    assert choose_index_spec(last_flat, d).kind == "flat"
+    assert choose_index_spec(last_flat + 1, d).kind == "ivfpq"
+
+
+def test_auto_stays_flat_below_the_ivfpq_minimum_even_at_huge_dimension():
+    n = MIN_IVFPQ_VECTORS - 1
+    d = AUTO_FLAT_MAX_CELLS // n + 1  # n * d exceeds the cell budget, but too few vectors to train on
+    assert n * d > AUTO_FLAT_MAX_CELLS and choose_index_spec(n, d).kind == "flat"
+
+
+@pytest.mark.parametrize("n", [1_000, 1_500, 5_000, 39_999, 100_000, 1_000_000, 50_000_000])
+@pytest.mark.parametrize("d", [48, 64, 128, 512])
+def test_default_ivfpq_parameters_are_always_buildable(n, d):
+    spec = choose_index_spec(n, d, "ivfpq")
+    assert spec.kind == "ivfpq" and spec.dim == d
+    assert spec.nlist >= 1 and spec.nlist & (spec.nlist - 1) == 0  # a power of two
+    assert spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n
+    assert d % spec.pq_m == 0
+    assert 1 <= spec.nprobe <= spec.nlist and spec.rerank >= 1
+    assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
+
+
+def test_every_override_is_honoured_and_printed_in_the_factory():
+    spec = choose_index_spec(50_000, 96, "ivfpq", nlist=128, pq_m=24, nprobe=7, rerank=9)
+    assert (spec.kind, spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == ("ivfpq", 128, 24, 7, 9)
+    assert spec.factory == "IVF128,PQ24x4fs"
+    assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9}
+
+
+def test_nprobe_override_is_capped_at_nlist():
+    assert choose_index_spec(50_000, 64, "ivfpq", nlist=32, pq_m=16, nprobe=1000).nprobe == 32
+
+
+def test_explicit_kind_wins_over_the_auto_rule():
+    assert choose_index_spec(10 * AUTO_FLAT_MAX_CELLS, 64, "flat").kind == "flat"
+    assert choose_index_spec(2_000, 64, "ivfpq", nlist=16, pq_m=16).kind == "ivfpq"
+    flat = choose_index_spec(2_000, 64, "flat", nlist=16, pq_m=16, nprobe=4, rerank=2)  # ivfpq knobs do not apply
+    assert (flat.nlist, flat.pq_m, flat.nprobe, flat.rerank, flat.factory) == (0, 0, 0, 0, "IDMap2,Flat")
+
+
+def test_ivfpq_with_too_few_vectors_names_the_minimum_and_the_fix():
+    with pytest.raises(InvalidInputError) as e:
+        choose_index_spec(MIN_IVFPQ_VECTORS - 1, 64, "ivfpq", nlist=16, pq_m=16)
+    assert str(e.value) == (
+        f"ivfpq needs at least {MIN_IVFPQ_VECTORS} vectors to train, but the gallery has {MIN_IVFPQ_VECTORS - 1}; "
+        "use --index flat"
+    )
+    choose_index_spec(MIN_IVFPQ_VECTORS, 64, "ivfpq", nlist=16, pq_m=16)  # the minimum itself is enough
+
+
+@pytest.mark.parametrize("d, pq_m", [(64, 5), (64, 48), (100, 8), (128, 3)])
+def test_pq_m_must_divide_the_dimension(d, pq_m):
+    with pytest.raises(InvalidInputError) as e:
+        choose_index_spec(10_000, d, "ivfpq", nlist=16, pq_m=pq_m)
+    assert str(e.value) == f"pq_m = {pq_m} must divide the dimension d = {d}"
+
+
+def test_nlist_needs_enough_training_points():
+    n = 64 * MIN_TRAIN_POINTS_PER_CELL
+    choose_index_spec(n, 64, "ivfpq", nlist=64, pq_m=16)
+    with pytest.raises(InvalidInputError, match=f"nlist = 64 needs at least {n} vectors to train, but there are {n - 1}"):
+        choose_index_spec(n - 1, 64, "ivfpq", nlist=64, pq_m=16)
