@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -56,6 +57,7 @@ class Gallery:
         self.manifest = manifest
         self._gpu = gpu
         self._store = ShardStore(self.root, manifest.shard_format)
+        self._seen = self._manifest_stamp()
         self._load()
 
     # ------------------------------------------------------------------ opening and creating
@@ -158,7 +160,15 @@ class Gallery:
         self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
         self._index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
 
+    def _manifest_stamp(self) -> Optional[tuple[int, int]]:
+        try:
+            st = os.stat(manifest_path(self.root))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
     def _reload(self) -> None:
+        self._seen = self._manifest_stamp()
         self.manifest = read_manifest(self.root)
         self._store = ShardStore(self.root, self.manifest.shard_format)
         self._load()
@@ -242,6 +252,8 @@ class Gallery:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if self._manifest_stamp() != self._seen:  # another process committed a change: its old files are erased
+            self._reload()
         xq = as_embeddings(queries, dim=self.dim, what="queries")
         t, source = self.threshold(threshold)
         if self._index is None or len(self) == 0:

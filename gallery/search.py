@@ -89,6 +89,8 @@ def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, 
     nq, kr = I.shape
     codes = np.where(I >= 0, identity_of[np.maximum(I, 0)], -1)
     q_of, pos = np.nonzero(codes >= 0)
+    if len(q_of) == 0:  # no query found any record (e.g. an ivfpq search probed only empty cells)
+        return [[] for _ in range(nq)]
     key = q_of * len(names) + codes[q_of, pos]
     order = np.lexsort((pos, key))
     key, q_of, pos = key[order], q_of[order], pos[order]
