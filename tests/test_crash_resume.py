@@ -1,10 +1,12 @@
 """A build killed at any point leaves the previous gallery readable, and running it again resumes.
 
-These tests start real build processes and kill them (SIGKILL, and SIGINT as Ctrl-C does).
+These tests start real builds in child processes (200k x 64 vectors in 5000-row shards) and stop them
+once the journal lists a few shards: with SIGKILL (a crash) and with SIGINT (Ctrl-C).
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,108 +21,184 @@ from gallery.synthetic import synthetic_gallery
 
 pytestmark = pytest.mark.slow
 
-ROWS = 300_000
-ROWS_PER_SHARD = 1_000
+ROWS = 200_000
+DIM = 64
+ROWS_PER_SHARD = 5_000
 
-CHILD = """
+CHILD = f"""
 import logging, sys
 import numpy as np
 from gallery import Gallery
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 x = np.load(sys.argv[1]); labels = np.load(sys.argv[2])
 mode, root = sys.argv[3], sys.argv[4]
 if mode == "add":
     Gallery.open(root).add_vectors(x, labels, progress=False)
 else:
-    Gallery.from_vectors(x, labels, root, rows_per_shard={rps}, overwrite=(mode == "overwrite"), progress=False)
-""".format(rps=ROWS_PER_SHARD)
+    Gallery.from_vectors(x, labels, root, rows_per_shard={ROWS_PER_SHARD}, overwrite=(mode == "overwrite"), progress=False)
+"""
 
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    data = synthetic_gallery(ROWS // 3, 3, 32, genuine=0.7, seed=3)
-    np.save(d / "x.npy", data.vectors)
-    np.save(d / "labels.npy", data.identities.astype(str))
-    return d / "x.npy", d / "labels.npy", data
+    folder = tmp_path_factory.mktemp("data")
+    data = synthetic_gallery(ROWS // 2, 2, DIM, genuine=0.7, seed=3)
+    np.save(folder / "x.npy", data.vectors)
+    np.save(folder / "labels.npy", data.identities.astype(str))
+    yield folder / "x.npy", folder / "labels.npy", data
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def root(tmp_path):
+    """The gallery folder; removed afterwards (each test leaves some 200 MB)."""
+    yield tmp_path / "g"
+    shutil.rmtree(tmp_path / "g", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def previous():
+    """A small gallery's worth of vectors of the same dimension, to exist before the big change."""
+    return synthetic_gallery(1000, 2, DIM, genuine=0.7, seed=8)
 
 
 def start(big, mode, root):
     x, labels, _ = big
     return subprocess.Popen([sys.executable, "-c", CHILD, str(x), str(labels), mode, str(root)],
-                            stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def run(big, mode, root) -> str:
+def run_to_completion(big, mode, root) -> str:
     child = start(big, mode, root)
-    _, err = child.communicate(timeout=300)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     return err
 
 
+def read_journal(root: Path) -> dict:
+    try:
+        return json.loads((root / "journal.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {"shards": []}
+
+
 def interrupt_after_shards(child, root: Path, shards: int, sig) -> tuple[dict, str]:
-    """Wait until the build has journaled ``shards`` shards, then send ``sig``; return that journal and stderr."""
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            journal = json.loads((root / "journal.json").read_text())
-        except (FileNotFoundError, ValueError):
-            journal = {"shards": []}
-        if len(journal["shards"]) >= shards:
-            child.send_signal(sig)
-            _, err = child.communicate(timeout=60)
-            assert (root / "journal.json").is_file(), "the build finished before it could be interrupted"
-            return journal, err
-        assert child.poll() is None, child.stderr.read()
-        time.sleep(0.01)
-    raise AssertionError("the build wrote no shards in time")
+    """Wait until the build's journal lists ``shards`` shards, send ``sig``; return the journal left on disk and stderr."""
+    deadline = time.time() + 60
+    while len(read_journal(root)["shards"]) < shards:
+        assert child.poll() is None, f"the build ended before it was interrupted: {child.stderr.read()}"
+        assert time.time() < deadline, "the build wrote no shards in time"
+        time.sleep(0.005)
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0, "the build finished before the signal arrived"
+    journal = read_journal(root)
+    assert len(journal["shards"]) >= shards
+    return journal, err
 
 
-def shard_inodes(root: Path, journal: dict) -> dict:
-    return {s["file"]: os.stat(root / s["file"]).st_ino for s in journal["shards"]}
+def file_identity(root: Path, journal: dict) -> dict:
+    """(inode, mtime) of every file the journal names: unchanged means reused, not rewritten."""
+    out = {}
+    for s in journal["shards"]:
+        for name in (s["file"], s["vectors_file"]):
+            st = os.stat(root / name)
+            out[name] = (st.st_ino, st.st_mtime_ns)
+    return out
 
 
-def test_killed_first_build_leaves_no_gallery_and_resumes(big, tmp_path):
-    root = tmp_path / "g"
-    journal, _ = interrupt_after_shards(start(big, "new", root), root, 5, signal.SIGKILL)
+def resumed_rows(stderr: str) -> int:
+    marker = "resuming an interrupted enrolment: "
+    assert marker in stderr, stderr
+    return int(stderr.split(marker)[1].split(" rows")[0])
+
+
+def assert_no_leftovers(root: Path, g: Gallery) -> None:
+    named = {n for s in g.manifest.shards for n in (s.file, s.vectors_file)}
+    assert {f"shards/{p.name}" for p in (root / "shards").iterdir()} == named
+    assert [f"index/{p.name}" for p in (root / "index").iterdir()] == [g.manifest.index.file]
+    assert not (root / "journal.json").exists()
+
+
+def assert_finds_its_own_vectors(g: Gallery, data, rows) -> None:
+    results = g.search(data.vectors[rows], k=1)
+    assert [r.matches[0].identity for r in results] == list(data.identities[rows])
+    assert all(r.matches[0].score == pytest.approx(1.0, abs=1e-5) for r in results)
+
+
+SAMPLE = np.arange(0, ROWS, 9_973)  # rows from every part of the input, early and late shards alike
+
+
+def name(value):
+    return value.name if isinstance(value, signal.Signals) else str(value)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=name)
+def test_interrupted_first_build_leaves_no_gallery_and_rerunning_resumes(big, root, sig):
+    journal, err = interrupt_after_shards(start(big, "new", root), root, 3, sig)
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in err
     with pytest.raises(GalleryNotFoundError):
         Gallery.open(root)
-    inodes = shard_inodes(root, journal)
-    err = run(big, "new", root)
-    done = int(err.split("resuming an interrupted enrolment: ")[1].split(" rows")[0])
-    assert done >= 5 * ROWS_PER_SHARD
-    assert shard_inodes(root, journal) == inodes  # the shards written before the kill were kept, not rewritten
+    before = file_identity(root, journal)
+
+    err = run_to_completion(big, "new", root)
+    assert resumed_rows(err) == sum(s["rows"] for s in journal["shards"]) >= 3 * ROWS_PER_SHARD
+    assert file_identity(root, journal) == before  # written before the interruption, reused as they were
     g = Gallery.open(root)
     g.verify()
-    _, _, data = big
-    assert len(g) == ROWS and not (root / "journal.json").exists()
-    assert [r.matches[0].identity for r in g.search(data.vectors[::50000], k=1)] == list(data.identities[::50000])
+    assert len(g) == ROWS and len(g.identities) == ROWS // 2
+    assert [s.file for s in g.manifest.shards[: len(journal["shards"])]] == [s["file"] for s in journal["shards"]]
+    ids, labels = g.records()
+    assert np.array_equal(ids, np.arange(ROWS)) and list(labels[::997]) == list(big[2].identities[::997])
+    assert_finds_its_own_vectors(g, big[2], SAMPLE)
+    assert_no_leftovers(root, g)
 
 
-@pytest.mark.parametrize("mode, sig", [("overwrite", signal.SIGKILL), ("add", signal.SIGINT)])
-def test_interrupted_change_keeps_the_previous_gallery(big, tmp_path, mode, sig):
-    root = tmp_path / "g"
-    before = synthetic_gallery(500, 2, 32, genuine=0.7, seed=8)
-    Gallery.from_vectors(before.vectors, before.identities, root, progress=False)
-    expected = [r.to_dict() for r in Gallery.open(root).search(before.vectors[:20], k=3)]
+@pytest.mark.parametrize(
+    "mode, sig",
+    [("overwrite", signal.SIGKILL), ("overwrite", signal.SIGINT), ("add", signal.SIGKILL), ("add", signal.SIGINT)],
+    ids=name,
+)
+def test_interrupted_change_keeps_the_previous_gallery_and_rerunning_resumes(big, root, previous, mode, sig):
+    Gallery.from_vectors(previous.vectors, previous.identities, root, rows_per_shard=ROWS_PER_SHARD, progress=False)
+    queries = np.r_[previous.vectors[:10], big[2].vectors[:10]]
+    expected = [r.to_dict() for r in Gallery.open(root).search(queries, k=3)]
     manifest = (root / "manifest.json").read_bytes()
 
-    child = start(big, mode, root)
-    journal, err = interrupt_after_shards(child, root, 3, sig)
-    assert child.returncode != 0
+    journal, err = interrupt_after_shards(start(big, mode, root), root, 3, sig)
     if sig == signal.SIGINT:
         assert "KeyboardInterrupt" in err
     assert (root / "manifest.json").read_bytes() == manifest
     g = Gallery.open(root)
     g.verify()
-    assert [r.to_dict() for r in g.search(before.vectors[:20], k=3)] == expected
+    assert len(g) == len(previous.vectors)
+    assert [r.to_dict() for r in g.search(queries, k=3)] == expected  # exactly the previous answers
 
-    inodes = shard_inodes(root, journal)
-    err = run(big, mode, root)
-    assert "resuming an interrupted enrolment" in err
-    assert shard_inodes(root, journal) == inodes
+    before = file_identity(root, journal)
+    err = run_to_completion(big, mode, root)
+    assert resumed_rows(err) == sum(s["rows"] for s in journal["shards"]) >= 3 * ROWS_PER_SHARD
+    assert file_identity(root, journal) == before
     g = Gallery.open(root)
-    assert len(g) == ROWS + (len(before.vectors) if mode == "add" else 0)
-    assert {p.name for p in (root / "shards").iterdir()} == {
-        Path(n).name for s in g.manifest.shards for n in (s.file, s.vectors_file)
-    }  # nothing left over from the interrupted run or the replaced gallery
+    g.verify()
+    assert_finds_its_own_vectors(g, big[2], SAMPLE)
+    if mode == "add":
+        assert len(g) == ROWS + len(previous.vectors)
+        assert_finds_its_own_vectors(g, previous, np.arange(0, len(previous.vectors), 97))
+        assert g.manifest.index.trained_on == 0 and g.manifest.index.ntotal == len(g)
+    else:
+        assert len(g) == ROWS and not set(previous.identities) & set(g.identities)
+    assert_no_leftovers(root, g)
+
+
+def test_a_different_build_after_an_interruption_starts_afresh_and_erases_its_files(big, root, previous, caplog):
+    journal, _ = interrupt_after_shards(start(big, "new", root), root, 3, signal.SIGKILL)
+    first_kept = np.load(root / journal["shards"][0]["vectors_file"])[0].tobytes()
+    caplog.set_level("INFO", logger="gallery")
+    g = Gallery.from_vectors(previous.vectors, previous.identities, root, rows_per_shard=ROWS_PER_SHARD, progress=False)
+    assert "resuming" not in caplog.text
+    assert len(g) == len(previous.vectors) and set(g.identities) == set(previous.identities)
+    assert_no_leftovers(root, g)
+    blob = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+    assert first_kept not in blob  # the interrupted build's vectors are gone from the folder
+    assert_finds_its_own_vectors(g, previous, np.arange(0, len(previous.vectors), 50))
