@@ -300,5 +300,58 @@ def synthesize(out, n_identities, images, dim, genuine, probes, n_probes, seed) 
         click.echo(f"{probes}: {n_probes} mated and {n_probes} non-mated probes (label '-' = not enrolled)")
 
 
+@main.command("train")
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the trained encoder (TorchScript, for `gallery build --model torchscript:OUT`).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels for a .npy DATA.")
+@click.option("--loss", type=click.Choice(["softmax", "nsl", "sphereface", "cosface", "arcface", "contrastive", "triplet"]),
+              default="arcface", show_default=True)
+@click.option("--mode", type=click.Choice(["head", "finetune"]), default="head", show_default=True,
+              help="head: a small projection head on the frozen vectors; finetune: every weight of --init.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="finetune: the encoder to start from (one written by `gallery train`).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True)
+@click.option("--s", "scale", type=click.FloatRange(0, min_open=True), help="Logit scale (default: the loss's paper's).")
+@click.option("--m", "margin", type=click.FloatRange(0), help="Margin (default: the loss's paper's).")
+@click.option("--dim", type=click.IntRange(min=1), help="head: output dimension (default: the input's).")
+@click.option("--mining", type=click.Choice(["batch-all", "batch-hard", "semi-hard"]),
+              help="contrastive/triplet: which pairs or triplets of a batch count.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Fraction of the identities (drawn at random) held out for validation.")
+@click.option("--metric", type=click.Choice(["map@r", "recall@1"]), default="map@r", show_default=True,
+              help="Validation metric for early stopping and picking the best epoch.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a better validation metric.")
+@click.option("--partial-fc", "partial_fc", type=click.FloatRange(0, 1, min_open=True), metavar="RATE",
+              help="Sample this fraction of the class centres per step (positives always kept): for very many identities.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
+@click.option("--vector-column", default="vector", show_default=True)
+@click.option("--label-column", default="identity", show_default=True)
+def train(data, out, labels, loss, mode, init, epochs, batch_size, lr, scale, margin, dim, mining, val_fraction, metric,
+          patience, partial_fc, seed, resume, vector_column, label_column) -> None:
+    """Train an encoder on labelled vectors in DATA (.parquet, .h5/.hdf5, or .npy with --labels).
+
+    Identities are split at random into training and validation sets that share no identity; the epoch
+    with the best validation metric is written to OUT, with a checkpoint per epoch beside it.
+    """
+    if data.is_dir():
+        raise click.ClickException(f"{data}: training on a photo folder arrives with the photo pipeline; "
+                                   "for now give labelled vectors (.parquet, .h5, or .npy with --labels)")
+    from .train import train_vectors
+
+    r = train_vectors(data, out, labels=labels, loss=loss, mode=mode, init=init, epochs=epochs, batch_size=batch_size,
+                      lr=lr, s=scale, m=margin, dim=dim, mining=mining, val_fraction=val_fraction, seed=seed,
+                      partial_fc=partial_fc, metric=metric, patience=patience, resume=resume,
+                      vector_column=vector_column, label_column=label_column, progress=True)
+    first = r.history[0]["val"][metric]
+    click.echo(f"{out}: {r.encoder['input_shape'][0]}-d vectors -> {r.encoder['dim']}-d; validation {metric} "
+               f"{first:.4f} untrained -> {r.best_score:.4f} at epoch {r.best_epoch} of {len(r.history) - 1}"
+               + (" (stopped early)" if r.stopped_early else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

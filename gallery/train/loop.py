@@ -1,0 +1,436 @@
+"""The training loop: seeded batches, tqdm progress, validation each epoch, early stopping, checkpoints.
+
+:func:`fit` trains any encoder with any loss of :mod:`gallery.train.losses` on in-memory tensors;
+:func:`train_vectors` is the ``gallery train`` command: labelled vectors in, a TorchScript encoder out.
+
+>>> result = fit(model, ArcFaceLoss(n_classes, 64), (x_train, y_train), (x_val, y_val), epochs=20)  # doctest: +SKIP
+>>> result.history[-1]["val"]["map@r"]                                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import InvalidInputError
+from ..metrics import pair_histograms, retrieval
+from .data import LabelledData, class_split, load_labelled_vectors, pk_batches, shuffled_batches
+from .export import export_encoder, load_encoder
+from .losses import (
+    ArcFaceLoss,
+    ContrastiveLoss,
+    CosFaceLoss,
+    MarginSoftmaxLoss,
+    NormSoftmaxLoss,
+    SoftmaxLoss,
+    SphereFaceLoss,
+    TripletLoss,
+)
+from .models import ProjectionHead
+
+LOG = logging.getLogger(__name__)
+
+#: Names accepted by :func:`make_loss` and ``gallery train --loss``.
+LOSSES = ("softmax", "nsl", "sphereface", "cosface", "arcface", "contrastive", "triplet")
+#: Validation metrics that early stopping can follow (higher is better).
+METRICS = ("map@r", "recall@1")
+MODES = ("head", "finetune")
+
+_SOFTMAX = {"softmax": SoftmaxLoss, "nsl": NormSoftmaxLoss, "sphereface": SphereFaceLoss, "cosface": CosFaceLoss,
+            "arcface": ArcFaceLoss}
+
+
+def make_loss(name: str, *, num_classes: int, dim: int, s: Optional[float] = None, m: Optional[float] = None,
+              partial_fc: Optional[float] = None, mining: Optional[str] = None) -> nn.Module:
+    """Build a loss by name; ``None`` leaves a parameter at the loss's default (its paper's value).
+
+    ``m`` is the margin of every margin loss (SphereFace: the angle multiplier; contrastive and
+    triplet: the distance margin); ``s`` the scale of the normalised softmaxes.
+    """
+    if name not in LOSSES:
+        raise InvalidInputError(f"loss: expected one of {', '.join(LOSSES)}, got {name!r}")
+    kw = {}
+    if name in ("contrastive", "triplet"):
+        for opt, v in (("s", s), ("partial_fc", partial_fc)):
+            if v is not None:
+                raise InvalidInputError(f"{opt}: does not apply to the {name} loss (it has no class centres)")
+        if m is not None:
+            kw["margin"] = m
+        if mining is not None:
+            kw["mining"] = mining
+        return (ContrastiveLoss if name == "contrastive" else TripletLoss)(**kw)
+    if mining is not None:
+        raise InvalidInputError(f"mining: applies to the contrastive and triplet losses, not {name}")
+    if name == "softmax":
+        for opt, v in (("s", s), ("m", m)):
+            if v is not None:
+                raise InvalidInputError(f"{opt}: does not apply to the plain softmax loss (no scale, no margin)")
+    if s is not None:
+        kw["s"] = s
+    if m is not None:
+        if name == "nsl":
+            raise InvalidInputError("m: the normalised softmax (nsl) has no margin; use cosface or arcface for one")
+        kw["m"] = m
+    return _SOFTMAX[name](num_classes, dim, partial_fc=partial_fc, **kw)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (batch order, initialisation, partial-FC draws)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _device(device: Optional[str]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, x, *, batch_size: int = 1024, device: Optional[str] = None) -> np.ndarray:
+    """Unit-norm float32 embeddings of the rows of ``x`` (model in eval mode, no gradients)."""
+    dev = _device(device) if device is not None else next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, Tensor) else x
+    was_training = model.training
+    model.eval()
+    out = [F.normalize(model(x[s : s + batch_size].to(dev)).float(), dim=1).cpu() for s in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def evaluate(model: nn.Module, x, y, *, pairs: bool = False, batch_size: int = 1024) -> dict:
+    """Recall@1, R-Precision and MAP@R of the model's embeddings of ``x`` (all-vs-all, Musgrave et al.);
+    with ``pairs``, also the positive / negative mean inner products and their JSD (Oi et al.)."""
+    e = embed(model, x, batch_size=batch_size)
+    r = retrieval(e, np.asarray(y), recall_at=(1,), nmi=False)
+    out = {"recall@1": r["recall@1"], "r_precision": r["r_precision"], "map@r": r["map@r"]}
+    if pairs:
+        h = pair_histograms(e, np.asarray(y))
+        out.update({"jsd": h.jsd, "pos_mean": h.pos_mean, "neg_mean": h.neg_mean})
+    return out
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best validation epoch), its loss, and one history row per epoch (0 = untrained)."""
+
+    model: nn.Module
+    loss: nn.Module
+    history: list[dict]
+    metric: str
+    best_epoch: int
+    best_score: Optional[float]
+    stopped_early: bool = False
+    encoder: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"metric": self.metric, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "stopped_early": self.stopped_early, "epochs_run": len(self.history) - 1, "history": self.history}
+
+
+def _as_xy(data, what: str) -> tuple[Tensor, np.ndarray]:
+    if isinstance(data, LabelledData):
+        x, y = data.x, data.y
+    else:
+        try:
+            x, y = data
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{what}: expected (inputs, labels) or LabelledData") from None
+    x = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+    y = y.cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    if len(x) != len(y) or y.ndim != 1:
+        raise InvalidInputError(f"{what}: {len(x)} inputs but labels of shape {y.shape}; give one label per input")
+    if not torch.isfinite(x).all():
+        raise InvalidInputError(f"{what}: inputs contain NaN or inf")
+    return x.float(), y
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _lr_at(lr: float, epoch: int, epochs: int) -> float:
+    """Cosine decay from ``lr`` over the run (epoch counts from 1)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(epochs, 1)))
+
+
+def fit(
+    model: nn.Module,
+    loss: nn.Module,
+    train,
+    val=None,
+    *,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    metric: str = "map@r",
+    patience: Optional[int] = 5,
+    seed: int = 0,
+    device: Optional[str] = None,
+    samples_per_class: int = 4,
+    checkpoint_dir: Optional[Path] = None,
+    resume: bool = False,
+    eval_train: bool = False,
+    pairs: bool = False,
+    progress: bool = True,
+    on_epoch: Optional[Callable[[int, nn.Module], dict]] = None,
+) -> TrainResult:
+    """Train ``model`` under ``loss`` and keep the epoch with the best validation ``metric``.
+
+    ``train`` and ``val`` are ``(inputs, labels)`` (arrays or tensors) or :class:`LabelledData`; the
+    validation classes should be disjoint from the training ones (:func:`class_split`). Labels of any
+    kind are mapped to 0..C-1 for the loss, which must have at least C class centres. Softmax-style
+    losses get shuffled batches; pair losses get P x K batches of ``samples_per_class`` rows per class.
+
+    Each epoch: AdamW (SparseAdam for partial-FC centres) with a cosine learning-rate decay, then the
+    validation metrics (Recall@1, R-Precision, MAP@R; with ``pairs`` also the JSD and mean inner
+    products; with ``eval_train`` the same on the training set), a checkpoint ``last.pt`` (and
+    ``best.pt``) in ``checkpoint_dir``, and early stopping after ``patience`` epochs without
+    improvement. ``resume`` continues from ``checkpoint_dir/last.pt``. History row 0 is the untrained
+    model. The returned model holds the best epoch's weights.
+    """
+    if metric not in METRICS:
+        raise InvalidInputError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidInputError(f"{name}: expected a positive integer, got {v!r}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise InvalidInputError(f"lr: expected a positive learning rate, got {lr}")
+    if patience is not None and patience < 1:
+        raise InvalidInputError(f"patience: expected a positive number of epochs (or None), got {patience}")
+    if resume and checkpoint_dir is None:
+        raise InvalidInputError("resume: needs a checkpoint_dir to resume from")
+    x_tr, y_raw = _as_xy(train, "train")
+    _, y_tr = np.unique(y_raw, return_inverse=True)
+    y_tr = y_tr.reshape(-1).astype(np.int64)
+    n_classes = int(y_tr.max()) + 1 if len(y_tr) else 0
+    softmax = isinstance(loss, MarginSoftmaxLoss)
+    if softmax and loss.num_classes < n_classes:
+        raise InvalidInputError(f"loss: has {loss.num_classes} class centres but the training set has {n_classes} "
+                                f"classes; build it with num_classes={n_classes}")
+    if len(x_tr) < 2:
+        raise InvalidInputError(f"train: needs at least 2 samples, got {len(x_tr)}")
+    val_xy = _as_xy(val, "val") if val is not None else None
+
+    dev = _device(device)
+    seed_everything(seed)
+    for module in (model, loss):
+        if any(t.device != dev for t in (*module.parameters(), *module.buffers())):
+            module.to(dev)
+    sparse = bool(getattr(loss, "sparse_grad", False))
+    dense_params = list(model.parameters()) + [p for n, p in loss.named_parameters() if not (sparse and n == "weight")]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(dense_params, lr=lr, weight_decay=weight_decay)]
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam([loss.weight], lr=lr))
+    rng = np.random.default_rng(seed)
+    y_tr_t = torch.as_tensor(y_tr)
+
+    def measure(epoch: int, train_loss: Optional[float], seconds: float) -> dict:
+        row: dict = {"epoch": epoch, "loss": train_loss, "lr": _lr_at(lr, epoch, epochs) if epoch else None,
+                     "seconds": round(seconds, 3)}
+        if val_xy is not None:
+            row["val"] = evaluate(model, *val_xy, pairs=pairs)
+        if eval_train:
+            row["train"] = evaluate(model, x_tr, y_tr, pairs=pairs)
+        if on_epoch is not None:
+            row.update(on_epoch(epoch, model) or {})
+        return row
+
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    best_score: Optional[float] = None
+    best_epoch, start, stale = 0, 1, 0
+    best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss.state_dict()))
+    last = ckpt_dir / "last.pt" if ckpt_dir is not None else None
+    if resume and last is not None and last.is_file():
+        ck = torch.load(last, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        loss.load_state_dict(ck["loss"])
+        for opt, st in zip(optimizers, ck["optimizers"]):
+            opt.load_state_dict(st)
+        rng.bit_generator.state = ck["numpy_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        history, best_score, best_epoch, stale = ck["history"], ck["best_score"], ck["best_epoch"], ck["stale"]
+        best = torch.load(ckpt_dir / "best.pt", map_location=dev, weights_only=False)
+        best_state = (best["model"], best["loss"])
+        start = ck["epoch"] + 1
+        LOG.info("resuming from %s after epoch %d", last, ck["epoch"])
+    else:
+        history.append(measure(0, None, 0.0))
+        if val_xy is not None:
+            best_score = history[0]["val"][metric]
+        if ckpt_dir is not None:
+            _save({"model": best_state[0], "loss": best_state[1], "epoch": 0}, ckpt_dir / "best.pt")
+
+    stopped = False
+    bar = tqdm(range(start, epochs + 1), desc="epochs", unit="epoch", disable=not progress, initial=start - 1,
+               total=epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(lr, epoch, epochs)
+        model.train()
+        loss.train()
+        batches = list(shuffled_batches(len(y_tr), batch_size, rng) if softmax
+                       else pk_batches(y_tr, batch_size, rng, k=samples_per_class))
+        total, seen = 0.0, 0
+        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress):
+            if len(rows) < 2:  # batch norm cannot train on one sample
+                continue
+            idx = torch.as_tensor(rows)
+            xb, yb = x_tr[idx].to(dev), y_tr_t[idx].to(dev)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            value = loss(model(xb), yb)
+            if not torch.isfinite(value):
+                raise InvalidInputError(f"epoch {epoch}: the loss became {float(value.detach())}; lower --lr or --s")
+            value.backward()
+            for opt in optimizers:
+                opt.step()
+            total += float(value.detach()) * len(rows)
+            seen += len(rows)
+        row = measure(epoch, total / max(seen, 1), time.perf_counter() - t0)
+        history.append(row)
+        improved = False
+        if val_xy is not None:
+            score = row["val"][metric]
+            if not math.isnan(score) and (best_score is None or math.isnan(best_score) or score > best_score):
+                best_score, best_epoch, stale, improved = score, epoch, 0, True
+                best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss.state_dict()))
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **{f"val_{metric}": f"{score:.4f}"})
+            if patience is not None and stale >= patience:
+                LOG.info("early stop after epoch %d: validation %s has not improved for %d epochs (best %.4f at %d)",
+                         epoch, metric, stale, best_score, best_epoch)
+                stopped = True
+        else:
+            best_epoch, improved = epoch, True
+            best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss.state_dict()))
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        LOG.info("epoch %d: %s", epoch, json.dumps({k: v for k, v in row.items() if k != "epoch"}))
+        if ckpt_dir is not None:
+            if improved:
+                _save({"model": best_state[0], "loss": best_state[1], "epoch": epoch}, ckpt_dir / "best.pt")
+            _save({"model": model.state_dict(), "loss": loss.state_dict(), "epoch": epoch,
+                   "optimizers": [o.state_dict() for o in optimizers], "numpy_rng": rng.bit_generator.state,
+                   "torch_rng": torch.get_rng_state(), "history": history, "best_score": best_score,
+                   "best_epoch": best_epoch, "stale": stale}, last)
+        if stopped:
+            break
+    bar.close()
+    model.load_state_dict(best_state[0])
+    loss.load_state_dict(best_state[1])
+    model.eval()
+    return TrainResult(model, loss, history, metric, best_epoch, best_score, stopped)
+
+
+def train_vectors(
+    data: Path,
+    out: Path,
+    *,
+    labels: Optional[Path] = None,
+    loss: str = "arcface",
+    mode: str = "head",
+    init: Optional[Path] = None,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    s: Optional[float] = None,
+    m: Optional[float] = None,
+    dim: Optional[int] = None,
+    hidden: Sequence[int] = (256,),
+    mining: Optional[str] = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    partial_fc: Optional[float] = None,
+    metric: str = "map@r",
+    patience: Optional[int] = 5,
+    checkpoint_dir: Optional[Path] = None,
+    resume: bool = False,
+    vector_column: str = "vector",
+    label_column: str = "identity",
+    progress: bool = True,
+) -> TrainResult:
+    """Train an encoder on labelled vectors and write it to ``out`` as a TorchScript encoder.
+
+    ``mode="head"`` trains a small :class:`ProjectionHead` on the frozen vectors (cheap on a CPU: adapts
+    a model's embeddings to a domain); ``mode="finetune"`` trains every weight of the encoder in ``init``
+    (an exported encoder whose input is vectors of this dimension). Classes are split at random
+    (``seed``) into disjoint training and validation sets; the epoch with the best validation ``metric``
+    is exported, and ``gallery build --model torchscript:OUT`` can then embed with it. Checkpoints go to
+    ``checkpoint_dir`` (default: ``OUT`` without its suffix plus ``.checkpoints``) with ``history.json``.
+    """
+    if mode not in MODES:
+        raise InvalidInputError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    out = Path(out)
+    d = load_labelled_vectors(data, labels=labels, vector_column=vector_column, label_column=label_column)
+    split = class_split(d.y, val_fraction=val_fraction, seed=seed)
+    tr, va = d.subset(split.train), d.subset(split.val)
+    if np.max(np.bincount(va.y)) < 2:
+        raise InvalidInputError(f"{data}: no validation class has 2 or more vectors, so retrieval cannot be measured; "
+                                f"raise --val-fraction (now {val_fraction}) or add vectors per identity")
+    seed_everything(seed)
+    if mode == "head":
+        if init is not None:
+            raise InvalidInputError("init: --init starts a fine-tune; use it with --mode finetune")
+        model: nn.Module = ProjectionHead(d.dim, dim or d.dim, hidden=tuple(hidden))
+    else:
+        if init is None:
+            raise InvalidInputError("init: --mode finetune trains an existing encoder; name it with --init MODEL.pt "
+                                    "(an exported encoder), or use --mode head")
+        enc, meta = load_encoder(init)
+        if meta["input"] != "vectors" or meta["input_shape"] != [d.dim]:
+            raise InvalidInputError(f"{init}: takes {meta['input']} of shape {meta['input_shape']}, but {data} holds "
+                                    f"{d.dim}-d vectors")
+        if dim is not None and dim != meta["dim"]:
+            raise InvalidInputError(f"dim: {init} outputs {meta['dim']}-d embeddings; drop --dim or use --mode head")
+        model = enc.model if hasattr(enc, "model") else enc
+    out_dim = int(embed(model, tr.x[:2]).shape[1])
+    criterion = make_loss(loss, num_classes=len(split.train_classes), dim=out_dim, s=s, m=m, partial_fc=partial_fc,
+                          mining=mining)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else out.with_name(out.stem + ".checkpoints")
+    LOG.info("training %s (%s) on %d vectors of %d classes; validating on %d vectors of %d classes", loss, mode,
+             len(tr), len(split.train_classes), len(va), len(split.val_classes))
+    result = fit(model, criterion, tr, va, epochs=epochs, batch_size=batch_size, lr=lr, metric=metric,
+                 patience=patience, seed=seed, checkpoint_dir=ckpt, resume=resume, progress=progress)
+    training = {"gallery_version": __version__, "loss": loss, "mode": mode, "params": _loss_params(criterion),
+                "data": str(data), "train_classes": int(len(split.train_classes)),
+                "val_classes": int(len(split.val_classes)), "seed": seed, "metric": metric,
+                "best_epoch": result.best_epoch, "best_score": result.best_score,
+                "untrained_score": result.history[0]["val"][metric]}
+    result.encoder = export_encoder(result.model, out, input="vectors", input_shape=[d.dim],
+                                    metadata={"training": training})
+    (ckpt / "history.json").write_text(json.dumps(result.summary(), indent=2, default=float), encoding="utf-8")
+    return result
+
+
+def _loss_params(loss: nn.Module) -> dict:
+    keys = ("s", "m", "margin", "mining", "partial_fc")
+    return {k: getattr(loss, k) for k in keys if getattr(loss, k, None) is not None}
+
+
+__all__ = ["LOSSES", "METRICS", "MODES", "TrainResult", "embed", "evaluate", "fit", "make_loss", "seed_everything",
+           "train_vectors"]
