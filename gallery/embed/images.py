@@ -1,0 +1,169 @@
+"""Photos in: which files are photos, who they show, and their pixels as 8-bit RGB.
+
+Every odd format users meet (EXIF rotation, RGBA, palette, grayscale, CMYK, 16-bit) becomes one
+``(H, W, 3) uint8`` array here, so the detector and the encoders see a single kind of image.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InvalidInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(InvalidInputError):
+    """A file that is not a readable image (corrupt, truncated, unsupported); names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo to embed: its file, its key in the gallery (``source``) and who it shows (None for probes)."""
+
+    path: Path
+    source: str
+    identity: Optional[str] = None
+
+
+@dataclass
+class PhotoList:
+    """The photos found, and the files that were passed over with the reason."""
+
+    photos: list[Photo]
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(path: Path | str) -> np.ndarray:
+    """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright as its EXIF orientation says.
+
+    Transparent images are composited over white; 16-bit and float images are scaled to 8 bits.
+    Raises :class:`ImageError` naming the file when it cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb8(im)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: too many pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        a = a / 257.0 if a.max(initial=0) > 255 else a
+        return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = a * 255.0 if a.max(initial=0) <= 1.0 else a / 257.0 if a.max(initial=0) > 255 else a
+        return np.repeat(np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def list_photos(root: Path | str, *, labelled: bool = True) -> PhotoList:
+    """The photos under ``root``: a folder laid out as ``<identity>/<files>``, or a CSV of ``path,identity``.
+
+    With ``labelled=False`` (probes) every image file under ``root`` counts and identities are None;
+    ``root`` may then also be a single image or a text file listing one image path per line.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InvalidInputError(f"{root}: no such file or folder")
+    if root.is_file():
+        if root.suffix.lower() == ".csv" and labelled:
+            return _read_photo_csv(root)
+        if is_image_file(root) and not labelled:
+            return PhotoList([Photo(root, str(root))])
+        if root.suffix.lower() in (".txt", ".lst") and not labelled:
+            return _read_photo_list(root)
+        want = "a photo folder or a CSV of path,identity" if labelled else "an image, a folder or a list file"
+        raise InvalidInputError(f"{root}: expected {want}")
+    photos, ignored = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if path.name.startswith("."):
+            continue
+        if not is_image_file(path):
+            ignored.append((rel, "not an image file"))
+            continue
+        if not labelled:
+            photos.append(Photo(path, str(path)))
+        elif len(path.relative_to(root).parts) < 2:
+            ignored.append((rel, "not inside an identity folder"))
+        else:
+            photos.append(Photo(path, rel, path.relative_to(root).parts[0]))
+    return PhotoList(photos, ignored)
+
+
+def _read_photo_csv(path: Path) -> PhotoList:
+    photos = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if "path" not in fields or "identity" not in fields:
+            raise InvalidInputError(f"{path}: expected a header with 'path' and 'identity' columns, got {reader.fieldnames}")
+        reader.fieldnames = fields
+        for line, row in enumerate(reader, start=2):
+            p, who = (row.get("path") or "").strip(), (row.get("identity") or "").strip()
+            if not p or not who:
+                raise InvalidInputError(f"{path}:{line}: every row needs a path and an identity")
+            photos.append(Photo(path.parent / p, p, who))
+    return PhotoList(photos)
+
+
+def _read_photo_list(path: Path) -> PhotoList:
+    lines = [s.strip() for s in path.read_text(encoding="utf-8").splitlines()]
+    return PhotoList([Photo(path.parent / s, str(path.parent / s)) for s in lines if s and not s.startswith("#")])
+
+
+def gather_photos(inputs: Sequence[Path | str], *, labelled: bool = True) -> PhotoList:
+    """:func:`list_photos` over several inputs (glob patterns expanded), in order, without repeating a file."""
+    photos, ignored, seen = [], [], set()
+    expanded: list[Path | str] = []
+    for item in inputs:
+        if not Path(item).exists() and glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(item), recursive=True))
+            if not matches:
+                raise InvalidInputError(f"{item}: no file matches this pattern")
+            expanded += [m for m in matches if Path(m).is_dir() or is_image_file(Path(m))]
+        else:
+            expanded.append(item)
+    for item in expanded:
+        found = list_photos(item, labelled=labelled)
+        for p in found.photos:
+            key = str(Path(p.path).resolve())
+            if key not in seen:
+                seen.add(key)
+                photos.append(p)
+        ignored += found.ignored
+    return PhotoList(photos, ignored)

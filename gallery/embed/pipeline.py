@@ -1,0 +1,149 @@
+"""The batch embedder: photos decoded, searched for faces and aligned in worker processes, encoded in batches.
+
+Workers return aligned chips (not whole images), so the main process only encodes: batched on the
+chosen device while the workers go on with the next photos. Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import InvalidInputError
+from .align import ChipSpec, align_face
+from .detect import Face, FaceDetector
+from .encoders import Encoder
+from .images import Photo, load_image
+
+
+@dataclass
+class EmbeddedPhoto:
+    """One photo's faces (largest first) and their unit-norm embeddings, or why it has none."""
+
+    photo: Photo
+    faces: list[Face] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    error: Optional[str] = None
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+
+@dataclass
+class _Detected:
+    photo: Photo
+    faces: list[Face]
+    chips: np.ndarray
+    error: Optional[str] = None
+
+
+_WORKER: dict = {}
+#: fork: workers start at once and scripts need no ``__main__`` guard; they run only dlib and Pillow,
+#: which start no threads that a fork could break.
+_START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the build process dies, even by SIGKILL, instead of lingering."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their task pipe closes
+        return
+    parent = mp.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _start_worker(detector_options: dict, chip: ChipSpec, in_pool: bool = False) -> None:
+    if in_pool:
+        _die_with_parent()
+    _WORKER["detector"] = FaceDetector(**detector_options)
+    _WORKER["chip"] = chip
+
+
+def _detect(photo: Photo) -> _Detected:
+    """Decode, detect and align one photo; any failure becomes the photo's error, never the build's."""
+    chip: ChipSpec = _WORKER["chip"]
+    try:
+        image = load_image(photo.path)
+        faces = _WORKER["detector"].detect(image)
+        chips = np.stack([align_face(image, f, chip) for f in faces]) if faces else np.empty((0, chip.size, chip.size, 3), np.uint8)
+        return _Detected(photo, faces, chips)
+    except InvalidInputError as e:
+        return _Detected(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), str(e))
+    except Exception as e:  # a decoder or detector crash on one file must not stop a million-photo build
+        return _Detected(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), f"{photo.path}: {type(e).__name__}: {e}")
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def embed_photos(
+    photos: Iterable[Photo],
+    encoder: Encoder,
+    *,
+    detector: Optional[dict] = None,
+    workers: Optional[int] = None,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+    desc: str = "embedding photos",
+) -> Iterator[EmbeddedPhoto]:
+    """Embed every face of every photo, yielding one :class:`EmbeddedPhoto` per input photo, in order.
+
+    ``detector`` holds :class:`FaceDetector` options (``method``, ``landmarks``, ``max_side``,
+    ``upsample``); the landmark model defaults to the one the encoder's chip needs. ``workers=0``
+    detects in this process.
+    """
+    options = {"landmarks": encoder.chip.landmarks, **(detector or {})}
+    if encoder.chip.template == "arcface" and options["landmarks"] != 68:
+        raise InvalidInputError(f"{encoder.name} aligns with ArcFace's template, which needs 68-point landmarks")
+    FaceDetector(**options)  # bad options fail here, once, not in every worker
+    workers = default_workers() if workers is None else int(workers)
+    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
+    faces_found = 0
+    pool = None
+    try:
+        if workers > 0:
+            ctx = mp.get_context(_START_METHOD)
+            pool = ctx.Pool(workers, initializer=_start_worker, initargs=(options, encoder.chip, True))
+            detected = pool.imap(_detect, photos, chunksize=1)
+        else:
+            _start_worker(options, encoder.chip)
+            detected = map(_detect, photos)
+        pending: list[_Detected] = []
+        for item in detected:
+            pending.append(item)
+            faces_found += len(item.faces)
+            bar.update(1)
+            bar.set_postfix(faces=faces_found, refresh=False)
+            if sum(len(p.chips) for p in pending) >= encoder.batch_size:
+                yield from _encode(pending, encoder)
+                pending = []
+        yield from _encode(pending, encoder)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _encode(pending: list[_Detected], encoder: Encoder) -> Iterator[EmbeddedPhoto]:
+    chips = [p.chips for p in pending if len(p.chips)]
+    vectors = encoder.encode(np.concatenate(chips)) if chips else np.empty((0, encoder.dim), np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.maximum(norms, 1e-12)
+    at = 0
+    for p in pending:
+        n = len(p.chips)
+        yield EmbeddedPhoto(p.photo, p.faces, vectors[at : at + n].astype(np.float32), p.error)
+        at += n

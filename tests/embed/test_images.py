@@ -1,0 +1,127 @@
+"""Every image format users meet becomes upright 8-bit RGB; unreadable files fail naming the file."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gallery.embed import ImageError, gather_photos, list_photos, load_image
+from gallery.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def rgb(faces_dir):
+    return np.asarray(Image.open(faces_dir / "misc" / "obama_small.jpg").convert("RGB"))
+
+
+def test_jpeg_loads_as_uint8_rgb(faces_dir, rgb):
+    image = load_image(faces_dir / "misc" / "obama_small.jpg")
+    assert image.dtype == np.uint8 and image.shape == rgb.shape == (240, 320, 3)
+    np.testing.assert_array_equal(image, rgb)
+
+
+def test_rgba_png_is_composited_to_rgb(faces_dir):
+    image = load_image(faces_dir / "misc" / "alex-lacamoire.png")
+    assert image.shape[2] == 3 and image.dtype == np.uint8
+
+
+def test_transparent_pixels_become_white(tmp_path, rgb):
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:10, :10, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    assert (image[:10, :10] == 255).all()
+    np.testing.assert_array_equal(image[20:, 20:], rgb[20:, 20:])
+
+
+def test_exif_orientation_is_honoured(tmp_path, rgb):
+    # Stored rotated 90 degrees clockwise, with the EXIF tag that says "rotate back when displaying".
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(rgb, k=1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "rot.png", exif=exif)
+    image = load_image(tmp_path / "rot.png")
+    assert image.shape == rgb.shape
+    np.testing.assert_array_equal(image, rgb)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "I;16", "LA"])
+def test_other_modes_convert_to_rgb(tmp_path, rgb, mode):
+    src = Image.fromarray(rgb)
+    if mode == "I;16":
+        gray = np.asarray(src.convert("L")).astype(np.uint16) * 257
+        im = Image.fromarray(gray)
+        suffix = ".png"
+    else:
+        im = src.convert(mode)
+        suffix = ".tiff" if mode == "CMYK" else ".png"
+    im.save(tmp_path / f"x{suffix}")
+    image = load_image(tmp_path / f"x{suffix}")
+    assert image.shape == rgb.shape and image.dtype == np.uint8
+    # Same picture, whatever the storage: close to the grayscale or colour original on average.
+    gray = np.asarray(src.convert("L"), dtype=float)
+    assert abs(image.mean(axis=2) - gray).mean() < 12
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped(tmp_path, rgb):
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    image = load_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(image[..., 0], gray)
+
+
+def test_truncated_file_error_names_the_file(tmp_path, faces_dir):
+    data = (faces_dir / "misc" / "obama_small.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match=r"cut\.jpg: corrupt or truncated image"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_not_an_image_error_names_the_file(tmp_path):
+    (tmp_path / "fake.jpg").write_text("hello")
+    with pytest.raises(ImageError, match=r"fake\.jpg: not an image"):
+        load_image(tmp_path / "fake.jpg")
+
+
+def test_folder_layout_lists_identities_and_counts_other_files(tmp_path):
+    for who in ("ann", "bob"):
+        (tmp_path / who).mkdir()
+        (tmp_path / who / "1.JPG").write_bytes(b"x")
+    (tmp_path / "bob" / "deep").mkdir()
+    (tmp_path / "bob" / "deep" / "2.webp").write_bytes(b"x")
+    (tmp_path / "ann" / "notes.txt").write_text("x")
+    (tmp_path / "loose.jpg").write_bytes(b"x")
+    (tmp_path / "ann" / ".hidden.jpg").write_bytes(b"x")
+    found = list_photos(tmp_path)
+    assert [(p.source, p.identity) for p in found.photos] == [
+        ("ann/1.JPG", "ann"), ("bob/1.JPG", "bob"), ("bob/deep/2.webp", "bob"),
+    ]
+    assert sorted(found.ignored) == [("ann/notes.txt", "not an image file"), ("loose.jpg", "not inside an identity folder")]
+
+
+def test_csv_layout(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "list.csv").write_text("path,identity\na.jpg,ann\nsub/b.png,bob\n")
+    found = list_photos(tmp_path / "list.csv")
+    assert [(p.source, p.identity, p.path) for p in found.photos] == [
+        ("a.jpg", "ann", tmp_path / "a.jpg"), ("sub/b.png", "bob", tmp_path / "sub" / "b.png"),
+    ]
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    (tmp_path / "bad.csv").write_text("path,identity\na.jpg,\n")
+    with pytest.raises(InvalidInputError, match=r"bad\.csv:2: every row needs a path and an identity"):
+        list_photos(tmp_path / "bad.csv")
+    (tmp_path / "nohead.csv").write_text("file,who\na.jpg,ann\n")
+    with pytest.raises(InvalidInputError, match="'path' and 'identity'"):
+        list_photos(tmp_path / "nohead.csv")
+
+
+def test_probes_from_files_folders_globs_and_lists(tmp_path, faces_dir):
+    (tmp_path / "probes.txt").write_text(f"{faces_dir / 'probes' / 'obama1.jpg'}\n# a comment\n")
+    found = gather_photos([faces_dir / "misc" / "obama_small.jpg", str(faces_dir / "probes" / "*.jpg"),
+                           tmp_path / "probes.txt"], labelled=False)
+    names = [p.path.name for p in found.photos]
+    assert names[0] == "obama_small.jpg"
+    assert sorted(names[1:]) == sorted(p.name for p in (faces_dir / "probes").glob("*.jpg"))  # obama1 not repeated
+    with pytest.raises(InvalidInputError, match="no file matches"):
+        gather_photos([str(tmp_path / "*.jpg")], labelled=False)
