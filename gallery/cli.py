@@ -15,6 +15,9 @@ from .calibration import calibrate as calibrate_probes
 from .calibration import calibrate_leave_out
 from .errors import GalleryError
 from .evaluation import evaluate, write_report
+from .embed.detect import DETECT_MAX_SIDE, DETECTORS
+from .embed.encoders import DEFAULT_MODEL as DEFAULT_ENCODER
+from .enrolment import FACE_POLICIES, summary_line
 from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
 from .index import KINDS
 from .search import AGGREGATES
@@ -68,7 +71,12 @@ def main(verbose: int) -> None:
     """Large-scale 1:N identification: who, among the enrolled identities, is this — or is it nobody we know?
 
     \b
-    Enrol embeddings you already have, then search:
+    Enrol photos, then ask who is in a probe photo:
+      gallery build photos/            # photos/<identity>/*.jpg -> ./gallery
+      gallery query probe.jpg -k 5
+
+    \b
+    Or enrol embeddings you already have, then search:
       gallery synthesize demo.parquet --identities 10000 --probes probes.npy
       gallery import-vectors demo.parquet -g demo-gallery
       gallery search-vectors probes.npy -g demo-gallery -k 5
@@ -351,6 +359,114 @@ def train(data, out, labels, loss, mode, init, epochs, batch_size, lr, scale, ma
     click.echo(f"{out}: {r.encoder['input_shape'][0]}-d vectors -> {r.encoder['dim']}-d; validation {metric} "
                f"{first:.4f} untrained -> {r.best_score:.4f} at epoch {r.best_epoch} of {len(r.history) - 1}"
                + (" (stopped early)" if r.stopped_early else ""))
+
+
+def _photo_options(f):
+    f = click.option("--workers", type=click.IntRange(min=0),
+                     help="Processes that decode, detect and align (default: one per core, up to 8; 0 = none).")(f)
+    f = click.option("--max-side", type=click.IntRange(min=64), default=DETECT_MAX_SIDE, show_default=True,
+                     help="Photos larger than this are downscaled for detection only (landmarks use full resolution).")(f)
+    f = click.option("--upsample", type=click.IntRange(0, 3),
+                     help="Upsample photos N times to find small faces (default: 1 for photos up to 1000 px, else 0).")(f)
+    f = click.option("--detector", type=click.Choice(DETECTORS), default="hog", show_default=True,
+                     help="hog: fast on CPU; cnn: dlib's MMOD detector, finds more faces, slow without a GPU.")(f)
+    return f
+
+
+@main.command("build")
+@click.argument("photos", type=click.Path(exists=True, path_type=Path))
+@_gallery_option("-o")
+@click.option("--model", default=DEFAULT_ENCODER, show_default=True,
+              help="Encoder: dlib-resnet (shipped), arcface-r18|r34|r50|r100:WEIGHTS.pth, or torchscript:FILE.pt.")
+@click.option("--faces", type=click.Choice(FACE_POLICIES), default="largest", show_default=True,
+              help="Photos with several faces: enrol the largest, all of them, or skip the photo (single).")
+@click.option("--landmarks", type=click.Choice(["5", "68"]), help="Landmark model (default: what the model's chip needs).")
+@_photo_options
+@click.option("--device", help="Where the encoder runs: cpu, cuda, cuda:1 (default: a GPU when torch sees one).")
+@click.option("--format", "shard_format", type=click.Choice(sorted(FORMATS)), default="parquet", show_default=True)
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
+@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the gallery in the folder (it stays readable until done).")
+def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_side, workers, device, shard_format,
+          rows_per_shard, index_kind, overwrite) -> None:
+    """Build a gallery from PHOTOS: a folder of <identity>/<images>, or a CSV with path,identity columns.
+
+    \b
+    Each photo's faces are found, aligned and encoded; corrupt files and photos without a face are
+    reported and skipped. The outcome of every photo is written to report-<N>.json in the gallery.
+    An interrupted build resumes when rerun. Example:
+      gallery build photos/ && gallery query probe.jpg -k 5
+    """
+    g = Gallery.from_photos(photos, gallery_dir, model=model, faces=faces, detector=detector,
+                            landmarks=int(landmarks) if landmarks else None, upsample=upsample, max_side=max_side,
+                            workers=workers, device=device, overwrite=overwrite, index=index_kind,
+                            shard_format=shard_format, rows_per_shard=rows_per_shard, progress=True)
+    _print_enrolment(gallery_dir, g)
+
+
+@main.command("add")
+@click.argument("photos", type=click.Path(exists=True, path_type=Path))
+@_gallery_option()
+@click.option("--faces", type=click.Choice(FACE_POLICIES), default="largest", show_default=True)
+@_photo_options
+@click.option("--model", help="The gallery's encoder from another file path (its fingerprint must match).")
+@click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
+def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device) -> None:
+    """Enrol more photos (<identity>/<images> or a CSV) into an existing gallery, with its own model.
+
+    New and existing identities alike; the index is extended, never rebuilt.
+    """
+    g = Gallery.open(gallery_dir)
+    g.add_photos(photos, model=model, faces=faces, detector=detector, upsample=upsample, max_side=max_side,
+                 workers=workers, device=device, progress=True)
+    _print_enrolment(gallery_dir, g)
+
+
+def _print_enrolment(gallery_dir: Path, g: Gallery) -> None:
+    report = g.last_report
+    resumed = report["summary"].get("resumed", 0)
+    click.echo(f"{gallery_dir}: {summary_line(report['summary'])}" + (f" ({resumed} from the interrupted run)" if resumed else ""))
+    click.echo(f"{gallery_dir}: {len(g)} records, {len(g.identities)} identities, model {g.model}; "
+               f"report in report-{report['generation']:06d}.json")
+
+
+@main.command("query")
+@click.argument("probes", nargs=-1, required=True)
+@_gallery_option()
+@click.option("-k", type=click.IntRange(min=1), default=5, show_default=True, help="Identities per face.")
+@click.option("--threshold", type=float,
+              help="Open-set threshold (cosine): a face is matched iff score >= T. Default: calibrated, else the model's.")
+@_photo_options
+@click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo.")
+def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, workers, device, as_json) -> None:
+    """Who is in each probe photo? PROBES are images, folders, glob patterns or text files listing images.
+
+    For every face: its box (left, top, right, bottom in pixels), the top-k identities with cosine
+    similarity scores, and the decision: the best identity if its score >= threshold, else unknown.
+    """
+    g = Gallery.open(gallery_dir)
+    results = g.search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
+                              max_side=max_side, workers=0 if workers is None else workers, device=device,
+                              progress=False)
+    for photo in results:
+        if as_json:
+            click.echo(json.dumps(photo.to_dict()))
+            continue
+        if photo.error:
+            click.echo(f"{photo.source}: {photo.error}")
+            continue
+        if not photo.faces:
+            click.echo(f"{photo.source}: no face found")
+            continue
+        click.echo(f"{photo.source}: {len(photo.faces)} face{'s' if len(photo.faces) > 1 else ''}")
+        for i, face in enumerate(photo.faces, start=1):
+            r = face.result
+            decision = r.identity if r.identity is not None else "unknown"
+            click.echo(f"  face {i} at {list(face.box)}: {decision}  (threshold {r.threshold:.3f}, {r.threshold_source})")
+            for rank, m in enumerate(r.matches, start=1):
+                mark = ">=" if m.score >= r.threshold else "< "
+                click.echo(f"    {rank}. {m.identity:<30} {m.score:.4f} {mark} {r.threshold:.3f}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -35,11 +36,30 @@ LOCK_NAME = ".lock"
 ADD_BATCH = 65_536
 
 
+#: Lock descriptors this process holds. A forked child (a photo worker) closes its copies at once:
+#: flock belongs to the open file, so a child outliving a killed writer would otherwise keep the lock.
+_LOCK_FDS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in list(_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def writer_lock(root: Path) -> Iterator[None]:
     """One writer per gallery folder; a second one fails at once instead of interleaving files."""
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    _LOCK_FDS.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,6 +67,7 @@ def writer_lock(root: Path) -> Iterator[None]:
             raise GalleryError(f"{root}: another process is writing to this gallery; wait for it to finish") from None
         yield
     finally:
+        _LOCK_FDS.discard(fd)
         os.close(fd)
 
 
@@ -312,3 +333,114 @@ def _trained_index(
     journal.trained_index = name
     write_journal(root, journal)
     return index, len(rows)
+
+
+#: How an enrolment photo with several faces is handled: enrol its largest face, all of them, or none.
+FACE_POLICIES = ("largest", "all", "single")
+#: A photo build writes what it has at least this often, so a crash loses at most this much work.
+CHECKPOINT_SECONDS = 60.0
+
+
+def photo_outcome(item, faces: str) -> tuple[dict, list[int]]:
+    """The report entry of one embedded photo and the indices of the faces to enrol."""
+    photo = item.photo
+    entry = {"source": photo.source, "identity": photo.identity, "faces": item.n_faces,
+             "boxes": [list(f.box) for f in item.faces], "enrolled": [], "status": "enrolled", "reason": None}
+    if item.error is not None:
+        entry.update(status="skipped", reason="unreadable", error=item.error)
+        return entry, []
+    if item.n_faces == 0:
+        entry.update(status="skipped", reason="no face found")
+        return entry, []
+    if item.n_faces > 1 and faces == "single":
+        entry.update(status="skipped", reason="several faces")
+        return entry, []
+    chosen = list(range(item.n_faces)) if faces == "all" else [0]
+    entry["enrolled"] = chosen
+    return entry, chosen
+
+
+def summarise(entries: list[dict], ignored: list[tuple[str, str]]) -> dict:
+    skipped: dict[str, int] = {}
+    for e in entries:
+        if e["status"] != "enrolled":
+            skipped[e["reason"]] = skipped.get(e["reason"], 0) + 1
+    return {
+        "images": len(entries),
+        "faces": sum(e["faces"] for e in entries),
+        "enrolled": sum(len(e["enrolled"]) for e in entries),
+        "skipped": dict(sorted(skipped.items())),
+        "ignored_files": len(ignored),
+    }
+
+
+def summary_line(summary: dict) -> str:
+    """``9 images, 10 faces, 9 enrolled; skipped: 1 no face found; 2 non-image files ignored``."""
+    text = f"{summary['images']} images, {summary['faces']} faces, {summary['enrolled']} enrolled"
+    if summary["skipped"]:
+        text += "; skipped: " + ", ".join(f"{n} {why}" for why, n in summary["skipped"].items())
+    if summary.get("ignored_files"):
+        text += f"; {summary['ignored_files']} non-image files ignored"
+    return text
+
+
+def enrol_photos(
+    root: Path,
+    base: Manifest,
+    old: Optional[Manifest],
+    photos,
+    encoder,
+    *,
+    replace: bool,
+    faces: str = "largest",
+    detector: Optional[dict] = None,
+    workers: Optional[int] = None,
+    index_params: Optional[dict] = None,
+    gpu: Optional[bool] = None,
+    progress: Optional[bool] = None,
+) -> tuple[Manifest, dict]:
+    """Embed and enrol a :class:`~gallery.embed.PhotoList`; returns the new manifest and the build report.
+
+    Rerunning the same build after an interruption skips the photos whose faces are already in shards.
+    """
+    from .embed import embed_photos
+    from .store.reports import append_source_log, erase_source_logs, read_source_log, report_path, source_log_path, write_report
+
+    if faces not in FACE_POLICIES:
+        raise InvalidInputError(f"faces must be one of {', '.join(FACE_POLICIES)}, got {faces!r}")
+    detector = dict(detector or {})
+    key = fingerprint("photos", [(p.source, p.identity) for p in photos.photos], faces, encoder.fingerprint,
+                      sorted(detector.items()))
+    with Enrolment(root, base, old, key=key, replace=replace, index_params=index_params, gpu=gpu, progress=False) as run:
+        log = source_log_path(root, run.key)
+        erase_source_logs(root, keep=log)
+        if run.rows_written == 0:
+            log.unlink(missing_ok=True)
+        done = run.written_sources()
+        todo = [p for p in photos.photos if p.source not in done]
+        if done:
+            LOG.info("resuming: %d of %d photos are already enrolled", len(photos.photos) - len(todo), len(photos.photos))
+        last_flush = time.monotonic()
+        for item in embed_photos(todo, encoder, detector=detector, workers=workers, progress=progress, total=len(todo)):
+            entry, chosen = photo_outcome(item, faces)
+            append_source_log(log, [entry])
+            if chosen:
+                n = len(chosen)
+                run.write(records_batch(item.vectors[chosen], [item.photo.identity] * n, [item.photo.source] * n, chosen))
+            if time.monotonic() - last_flush > CHECKPOINT_SECONDS:
+                run.flush()
+                last_flush = time.monotonic()
+        logged = read_source_log(log)
+        entries = [logged[p.source] for p in photos.photos if p.source in logged]
+        summary = summarise(entries, photos.ignored)
+        summary["resumed"] = len(done)
+        if replace and summary["enrolled"] == 0:
+            raise InvalidInputError(f"no face was enrolled from {len(photos.photos)} photos ({summary_line(summary)}); "
+                                    "nothing was written")
+        report = {"operation": "build" if replace else "add", "generation": base.generation + 1, "model": encoder.name,
+                  "faces_policy": faces, "detector": detector, "summary": summary, "sources": entries,
+                  "ignored": [{"file": f, "reason": why} for f, why in photos.ignored]}
+        write_report(report_path(root, base.generation + 1), report)
+        manifest = run.commit()
+        log.unlink(missing_ok=True)
+    return manifest, report

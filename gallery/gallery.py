@@ -19,6 +19,7 @@ from .enrolment import (
     ADD_BATCH,
     commit,
     enrol_batch,
+    enrol_photos,
     erase_strays,
     progress_bar,
     records_batch,
@@ -32,8 +33,9 @@ from .search import decide, rank_identities, resolve_threshold
 from .store import Manifest, ShardStore, read_manifest, write_manifest
 from .store.files import sha256_file
 from .store.manifest import manifest_path
+from .store.reports import scrub_reports
 from .store.shards import FORMATS
-from .types import SearchResult
+from .types import FaceResult, PhotoResult, SearchResult
 from .vectors import as_embeddings
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class Gallery:
         self._gpu = gpu
         self._store = ShardStore(self.root, manifest.shard_format)
         self._seen = self._manifest_stamp()
+        self._encoder = None
+        self.last_report: Optional[dict] = None
         self._load()
 
     # ------------------------------------------------------------------ opening and creating
@@ -143,6 +147,60 @@ class Gallery:
         return cls.from_vectors(
             vectors, identities, root, model=model, sources=sources, overwrite=replace, progress=progress, **build_options
         )
+
+    @classmethod
+    def from_photos(
+        cls,
+        photos: Path | str,
+        root: Path | str,
+        *,
+        model: str = "dlib-resnet",
+        faces: str = "largest",
+        detector: str = "hog",
+        landmarks: Optional[int] = None,
+        upsample: Optional[int] = None,
+        max_side: Optional[int] = None,
+        workers: Optional[int] = None,
+        device: Optional[str] = None,
+        overwrite: bool = False,
+        index: str = "auto",
+        shard_format: str = "parquet",
+        rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+        gpu: Optional[bool] = None,
+        progress: Optional[bool] = None,
+    ) -> "Gallery":
+        """Build a gallery in ``root`` from a photo folder laid out ``<identity>/<photos>`` (or a CSV of path,identity).
+
+        Every photo's faces are detected, aligned and encoded with ``model`` (see
+        :func:`gallery.embed.get_encoder`); ``faces`` says which face of a photo with several is
+        enrolled ("largest", "all", or "single" to skip such photos). The outcome of every photo is in
+        :attr:`last_report` and in ``report-<generation>.json`` beside the manifest. An interrupted
+        build resumes when called again with the same arguments.
+        """
+        from .embed import get_encoder, list_photos
+
+        root = Path(root)
+        if shard_format not in FORMATS:
+            raise InvalidInputError(f"unknown shard format {shard_format!r}; choose one of: {', '.join(FORMATS)}")
+        found = list_photos(photos)
+        if not found.photos:
+            raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
+        old = None
+        if manifest_path(root).is_file():
+            if not overwrite:
+                raise GalleryError(f"{root}: already holds a gallery; add photos with `gallery add`, or pass overwrite=True")
+            old = read_manifest(root)
+        encoder = get_encoder(model, device=device)
+        base = Manifest(model=encoder.name, dim=encoder.dim, shard_format=shard_format, rows_per_shard=rows_per_shard,
+                        model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
+        if old is not None:
+            base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
+        _, report = enrol_photos(root, base, old, found, encoder, replace=True, faces=faces,
+                                 detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
+                                 index_params={"kind": index}, gpu=gpu, progress=progress)
+        g = cls.open(root, gpu=gpu)
+        g._encoder, g.last_report = encoder, report
+        return g
 
     # ------------------------------------------------------------------ loading
 
@@ -318,6 +376,96 @@ class Gallery:
         self._reload()
         return np.arange(first, first + len(x), dtype=np.int64)
 
+    def encoder(self, model: Optional[str] = None, *, device: Optional[str] = None):
+        """The encoder that made this gallery's embeddings (loaded once), checked against its fingerprint.
+
+        ``model`` overrides the stored spec, e.g. when the weights file has moved.
+        """
+        from .embed import get_encoder
+
+        spec = model or self.manifest.model_spec
+        if spec is None:
+            raise ModelMismatchError(f"{self.root}: holds vectors from model {self.model!r}, not photos; search it with vectors")
+        if self._encoder is not None and model is None:
+            return self._encoder
+        enc = get_encoder(spec, device=device)
+        if enc.fingerprint != self.manifest.model_fingerprint or enc.dim != self.dim:
+            raise ModelMismatchError(
+                f"{self.root}: embeddings were made by {self.model!r} (fingerprint {self.manifest.model_fingerprint}); "
+                f"{enc.spec!r} has fingerprint {enc.fingerprint} and cannot be mixed in"
+            )
+        if model is None:
+            self._encoder = enc
+        return enc
+
+    def add_photos(
+        self,
+        photos: Path | str,
+        *,
+        model: Optional[str] = None,
+        faces: str = "largest",
+        detector: str = "hog",
+        landmarks: Optional[int] = None,
+        upsample: Optional[int] = None,
+        max_side: Optional[int] = None,
+        workers: Optional[int] = None,
+        device: Optional[str] = None,
+        progress: Optional[bool] = None,
+    ) -> dict:
+        """Enrol more photos (new or existing identities) with the gallery's own model; returns the build report.
+
+        The index is extended, not retrained, so adding people never needs a rebuild.
+        """
+        from .embed import list_photos
+
+        found = list_photos(photos)
+        if not found.photos:
+            raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
+        encoder = self.encoder(model, device=device)
+        base = read_manifest(self.root)
+        _, report = enrol_photos(self.root, base, base, found, encoder, replace=False, faces=faces,
+                                 detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
+                                 gpu=self._gpu, progress=progress)
+        self._reload()
+        self.last_report = report
+        return report
+
+    def search_images(
+        self,
+        paths,
+        k: int = 5,
+        *,
+        threshold: Optional[float] = None,
+        detector: str = "hog",
+        upsample: Optional[int] = None,
+        max_side: Optional[int] = None,
+        workers: Optional[int] = 0,
+        device: Optional[str] = None,
+        progress: Optional[bool] = None,
+        **search_options,
+    ) -> list[PhotoResult]:
+        """Search every face of every probe photo: one :class:`PhotoResult` per photo, its faces largest first.
+
+        ``paths`` is an image, a folder, a text file listing images, or a list of those. All faces
+        are searched in one batched call; options as for :meth:`search`.
+        """
+        from .embed import embed_photos, gather_photos
+
+        items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        found = gather_photos(items, labelled=False)
+        encoder = self.encoder(device=device)
+        options = _detector_options(detector, None, upsample, max_side)
+        embedded = list(embed_photos(found.photos, encoder, detector=options, workers=workers, progress=progress,
+                                     total=len(found.photos), desc="reading probes"))
+        vectors = [e.vectors for e in embedded if e.n_faces]
+        results = self.search(np.concatenate(vectors), k=k, threshold=threshold, **search_options) if vectors else []
+        out, at = [], 0
+        for e in embedded:
+            faces = tuple(FaceResult(f.box, results[at + i]) for i, f in enumerate(e.faces))
+            at += e.n_faces
+            out.append(PhotoResult(e.photo.source, faces, e.error))
+        return out
+
     def remove(self, identities: Sequence[str], *, progress: Optional[bool] = None) -> int:
         """Remove identities from the index and erase their records from disk; returns records removed.
 
@@ -354,6 +502,7 @@ class Gallery:
                 index.remove(remove_ids)
                 new.index = save_index(self.root, index, new, base.index.trained_on)
             commit(self.root, new, base)
+            scrub_reports(self.root, set(wanted))
         self._reload()
         return int(len(remove_ids))
 
@@ -431,3 +580,8 @@ class Gallery:
             if suggested is not None and suggested.kind != m.index.kind:
                 out["index"]["advice"] = f"at {len(self)} vectors the auto rule picks {suggested.kind}; run `gallery rebuild-index`"
         return out
+
+
+def _detector_options(method: str, landmarks: Optional[int], upsample: Optional[int], max_side: Optional[int]) -> dict:
+    options = {"method": method, "landmarks": landmarks, "upsample": upsample, "max_side": max_side}
+    return {k: v for k, v in options.items() if v is not None}

@@ -66,6 +66,33 @@ class SearchResult:
         }
 
 
+@dataclass(frozen=True)
+class FaceResult:
+    """The answer for one face in a probe photo: where it is (``(left, top, right, bottom)`` pixels) and who."""
+
+    box: tuple[int, int, int, int]
+    result: SearchResult
+
+    @property
+    def identity(self) -> Optional[str]:
+        return self.result.identity
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), **self.result.to_dict()}
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """Every face found in one probe photo, largest first, or the reason the photo could not be read."""
+
+    source: str
+    faces: tuple[FaceResult, ...]
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "error": self.error, "faces": [f.to_dict() for f in self.faces]}
+
+
 @dataclass
 class Records:
     """A batch of embedding records, column-wise, as the store writes and reads them.

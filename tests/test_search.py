@@ -153,11 +153,6 @@ def test_zero_is_a_threshold_not_a_missing_one():
     assert resolve_threshold(None, 0.0, "dlib-resnet") == (0.0, "calibrated")
 
 
-def test_dlib_default_is_its_published_distance_rule_as_a_cosine():
-    # unit vectors: |a - b|^2 = 2 - 2 cos, so distance < 0.6 <=> cos > 1 - 0.6^2 / 2
-    assert MODEL_THRESHOLDS["dlib-resnet"] == pytest.approx(1 - 0.6**2 / 2)
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_a_threshold_must_be_finite(bad):
     with pytest.raises(InvalidInputError, match="threshold must be a finite cosine similarity"):

@@ -31,7 +31,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
             "properties": {
                 "name": {"type": "string"},
                 "dim": {"type": "integer"},
-                "fingerprint": {"type": ["string", "null"], "description": "preprocessing fingerprint"},
+                "fingerprint": {"type": ["string", "null"], "description": "fingerprint of weights and preprocessing"},
+                "spec": {"type": ["string", "null"], "description": "how to load the encoder again (NAME or NAME:PATH)"},
             },
         },
         "metric": {"const": "cosine", "description": "vectors are L2-normalised, inner product = cosine"},
@@ -95,6 +96,7 @@ class Manifest:
     shard_format: str = "parquet"
     rows_per_shard: int = 100_000
     model_fingerprint: Optional[str] = None
+    model_spec: Optional[str] = None
     format_version: int = FORMAT_VERSION
     generation: int = 0
     next_id: int = 0
@@ -113,7 +115,7 @@ class Manifest:
         return {
             "format_version": self.format_version,
             "generation": self.generation,
-            "model": {"name": self.model, "dim": self.dim, "fingerprint": self.model_fingerprint},
+            "model": {"name": self.model, "dim": self.dim, "fingerprint": self.model_fingerprint, "spec": self.model_spec},
             "metric": "cosine",
             "shard_format": self.shard_format,
             "rows_per_shard": self.rows_per_shard,
@@ -143,6 +145,7 @@ class Manifest:
                 model=model["name"],
                 dim=int(model["dim"]),
                 model_fingerprint=model.get("fingerprint"),
+                model_spec=model.get("spec"),
                 format_version=version,
                 generation=int(data.get("generation", 0)),
                 shard_format=data["shard_format"],

@@ -1,0 +1,246 @@
+"""From photos to answers on real faces (../shared/faces): build, query, add, remove, reports, resume.
+
+A probe passes only when the detector found its faces *and* the labelled people are decided at rank 1;
+the unenrolled person must be answered unknown at the model's measured default threshold.
+"""
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gallery import Gallery
+from gallery.cli import main
+from gallery.errors import GalleryError, InvalidInputError, ModelMismatchError
+from gallery.store.reports import read_report
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """The shared gallery photos plus a corrupt JPEG, a text file and a stray top-level image."""
+    root = tmp_path_factory.mktemp("photos") / "photos"
+    shutil.copytree(FACES / "gallery", root)
+    good = (FACES / "gallery" / "obama" / "obama.jpg").read_bytes()
+    (root / "obama" / "corrupt.jpg").write_bytes(good[: len(good) // 4])
+    (root / "biden" / "notes.txt").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(photo_folder, tmp_path_factory):
+    return Gallery.from_photos(photo_folder, tmp_path_factory.mktemp("g") / "gallery", workers=2, progress=False)
+
+
+def labelled_probes():
+    with open(FACES / "labels.csv", newline="") as f:
+        return [(r["path"], r["identities"].split(";")) for r in csv.DictReader(f)]
+
+
+def test_build_enrols_every_readable_photo_and_reports_the_rest(built, photo_folder):
+    assert built.model == "dlib-resnet" and built.dim == 128
+    assert built.identities == ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
+    assert len(built) == 9
+    report = built.last_report
+    assert report["summary"] == {"images": 10, "faces": 9, "enrolled": 9, "skipped": {"unreadable": 1},
+                                 "ignored_files": 1, "resumed": 0}
+    by_source = {e["source"]: e for e in report["sources"]}
+    assert by_source["obama/corrupt.jpg"]["status"] == "skipped"
+    assert "corrupt.jpg" in by_source["obama/corrupt.jpg"]["error"]
+    assert by_source["biden/biden.jpg"]["enrolled"] == [0] and len(by_source["biden/biden.jpg"]["boxes"]) == 1
+    assert report["ignored"] == [{"file": "biden/notes.txt", "reason": "not an image file"}]
+    assert read_report(built.root / "report-000001.json") == report
+
+
+@pytest.mark.parametrize("path, who", labelled_probes(), ids=[p for p, _ in labelled_probes()])
+def test_every_labelled_probe_is_answered_right(built, path, who):
+    (photo,) = built.search_images(FACES / path, k=3)
+    assert photo.error is None
+    assert len(photo.faces) >= len(who), f"{path}: the detector found {len(photo.faces)} faces, expected {len(who)}"
+    decided = [f.identity for f in photo.faces]
+    if who == ["unknown"]:
+        assert decided == [None], f"{path}: an unenrolled person was matched to {decided}"
+    else:
+        assert set(who) <= set(decided), f"{path}: expected {who}, got {decided}"
+    for f in photo.faces:
+        r = f.result
+        assert r.threshold_source == "model-default"
+        assert [m.score for m in r.matches] == sorted((m.score for m in r.matches), reverse=True)
+
+
+def test_the_dlib_default_threshold_separates_the_labelled_pairs():
+    """The measured default (benchmarks/dlib_threshold.py) lies between every impostor and every genuine pair."""
+    from gallery.embed import Photo, embed_photos, get_encoder
+    from gallery.search import MODEL_THRESHOLDS
+
+    photos = [Photo(p, str(p), p.parent.name) for p in sorted((FACES / "gallery").glob("*/*"))]
+    photos += [Photo(FACES / path, path, who[0]) for path, who in labelled_probes() if len(who) == 1]
+    embedded = [e for e in embed_photos(photos, get_encoder(), workers=2, progress=False) if e.n_faces == 1]
+    x = np.stack([e.vectors[0] for e in embedded])
+    who = np.array([e.photo.identity for e in embedded])
+    s, same = x @ x.T, who[:, None] == who[None, :]
+    off = ~np.eye(len(x), dtype=bool)
+    t = MODEL_THRESHOLDS["dlib-resnet"]
+    assert s[same & off].min() >= t > s[~same].max()
+
+
+def test_two_face_photo_returns_both_people_with_their_boxes(built):
+    (photo,) = built.search_images(FACES / "probes" / "kit_with_rose.jpg")
+    assert sorted(f.identity for f in photo.faces) == ["kit_harington", "rose_leslie"]
+    boxes = [f.box for f in photo.faces]
+    assert boxes[0] != boxes[1] and all(r > l and b > t for l, t, r, b in boxes)
+
+
+def test_batch_of_probes_is_one_result_per_photo_in_order(built, tmp_path):
+    (tmp_path / "x.jpg").write_text("not an image")
+    paths = [FACES / "misc" / "obama_small.jpg", tmp_path / "x.jpg", FACES / "misc" / "two_people.jpg"]
+    out = built.search_images(paths, k=2, threshold=0.5)
+    assert [Path(r.source).name for r in out] == ["obama_small.jpg", "x.jpg", "two_people.jpg"]
+    assert out[1].faces == () and "x.jpg" in out[1].error
+    assert [len(r.faces) for r in out] == [1, 0, 2]
+    assert out[0].faces[0].result.threshold == 0.5 and out[0].faces[0].result.threshold_source == "call"
+
+
+def test_search_images_equals_vector_search(built):
+    (photo,) = built.search_images(FACES / "probes" / "obama1.jpg", k=5)
+    from gallery.embed import embed_photos, Photo
+
+    (e,) = embed_photos([Photo(FACES / "probes" / "obama1.jpg", "p")], built.encoder(), workers=0, progress=False)
+    assert built.search(e.vectors, k=5)[0] == photo.faces[0].result
+
+
+def test_add_photos_enrols_new_people_without_rebuilding(built, tmp_path):
+    g = Gallery.from_photos(FACES / "gallery", tmp_path / "g", workers=0, progress=False)
+    index_file = g.manifest.index.file
+    (tmp_path / "new" / "lin_manuel_miranda").mkdir(parents=True)
+    shutil.copy(FACES / "misc" / "lin-manuel-miranda.png", tmp_path / "new" / "lin_manuel_miranda" / "1.png")
+    report = g.add_photos(tmp_path / "new", workers=0, progress=False)
+    assert report["operation"] == "add" and report["summary"]["enrolled"] == 1
+    assert "lin_manuel_miranda" in g.identities and len(g) == 10
+    assert g.manifest.index.trained_on == 0 and g.manifest.index.file != index_file
+    (photo,) = g.search_images(FACES / "misc" / "lin-manuel-miranda.png")
+    assert photo.faces[0].identity == "lin_manuel_miranda"
+
+
+def test_photos_from_another_model_are_refused(tmp_path):
+    import torch
+
+    from gallery.embed.iresnet import IResNet
+
+    torch.save(IResNet((2, 2, 2, 2)).state_dict(), tmp_path / "r18.pth")
+    one = tmp_path / "one" / "obama"
+    one.mkdir(parents=True)
+    shutil.copy(FACES / "gallery" / "obama" / "obama.jpg", one)
+    g = Gallery.from_photos(tmp_path / "one", tmp_path / "g", workers=0, progress=False)
+    with pytest.raises(ModelMismatchError, match="cannot be mixed in"):
+        g.add_photos(tmp_path / "one", model=f"arcface-r18:{tmp_path / 'r18.pth'}", workers=0, progress=False)
+    vectors_only = Gallery.from_vectors(np.eye(4, 128, dtype=np.float32), list("abcd"), tmp_path / "v", progress=False)
+    with pytest.raises(ModelMismatchError, match="not photos; search it with vectors"):
+        vectors_only.search_images(FACES / "misc" / "obama_small.jpg")
+
+
+def test_build_refuses_an_existing_gallery_and_empty_input(built, tmp_path):
+    with pytest.raises(GalleryError, match="already holds a gallery"):
+        Gallery.from_photos(FACES / "gallery", built.root, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no photos found"):
+        Gallery.from_photos(tmp_path / "empty", tmp_path / "g", progress=False)
+    (tmp_path / "blank" / "nobody").mkdir(parents=True)
+    (tmp_path / "blank" / "nobody" / "x.jpg").write_text("junk")
+    with pytest.raises(InvalidInputError, match="no face was enrolled from 1 photos"):
+        Gallery.from_photos(tmp_path / "blank", tmp_path / "g2", workers=0, progress=False)
+    assert not (tmp_path / "g2" / "manifest.json").exists()
+
+
+def test_faces_policy_all_and_single(tmp_path):
+    (tmp_path / "p" / "couple").mkdir(parents=True)
+    shutil.copy(FACES / "misc" / "two_people.jpg", tmp_path / "p" / "couple")
+    shutil.copy(FACES / "misc" / "obama_small.jpg", tmp_path / "p" / "couple")
+    g = Gallery.from_photos(tmp_path / "p", tmp_path / "all", faces="all", workers=0, progress=False)
+    assert len(g) == 3
+    assert g.last_report["summary"]["enrolled"] == 3
+    g = Gallery.from_photos(tmp_path / "p", tmp_path / "single", faces="single", workers=0, progress=False)
+    assert len(g) == 1 and g.last_report["summary"]["skipped"] == {"several faces": 1}
+
+
+def test_remove_erases_the_identity_from_reports(tmp_path):
+    g = Gallery.from_photos(FACES / "gallery", tmp_path / "g", workers=0, progress=False)
+    g.remove("rose_leslie")
+    text = (tmp_path / "g" / "report-000001.json").read_text()
+    assert "rose_leslie" not in text and "kit_harington" in text
+    assert not list((tmp_path / "g").glob("*.old"))
+
+
+def test_cli_build_then_query_with_the_default_gallery(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GALLERY_DIR", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(main, ["build", str(FACES / "gallery"), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "9 images, 9 faces, 9 enrolled" in r.output and (tmp_path / "gallery" / "manifest.json").is_file()
+    r = runner.invoke(main, ["query", str(FACES / "probes" / "kit_with_rose.jpg"), str(FACES / "misc" / "lin-manuel-miranda.png"), "-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert "kit_with_rose.jpg: 2 faces" in r.output and ": kit_harington" in r.output and ": rose_leslie" in r.output
+    assert "lin-manuel-miranda.png: 1 face\n  face 1 at" in r.output and ": unknown" in r.output
+    r = runner.invoke(main, ["query", str(FACES / "probes" / "obama1.jpg"), "--json"])
+    row = json.loads(r.output)
+    assert row["faces"][0]["identity"] == "obama" and len(row["faces"][0]["box"]) == 4
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALLERY_DIR", str(tmp_path / "nowhere"))
+    r = CliRunner().invoke(main, ["query", str(FACES / "probes" / "obama1.jpg")])
+    assert r.exit_code == 1 and "nowhere: no such gallery folder" in r.output
+    r = CliRunner().invoke(main, ["build", str(FACES / "gallery"), "--model", "facenet"])
+    assert r.exit_code == 1 and "unknown model 'facenet'" in r.output
+
+
+CHILD = """
+import sys
+from gallery import Gallery
+Gallery.from_photos(sys.argv[1], sys.argv[2], rows_per_shard=1, workers=1, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_build_resumes(tmp_path):
+    """SIGKILL a real build once it has written a few one-row shards; the rerun finishes only the rest."""
+    photos = tmp_path / "photos"
+    for i in range(4):  # 36 photos: enough that the kill lands mid-build
+        for d in (FACES / "gallery").iterdir():
+            (photos / d.name).mkdir(parents=True, exist_ok=True)
+            for p in d.iterdir():
+                shutil.copy(p, photos / d.name / f"{i}-{p.name}")
+    root = tmp_path / "g"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(photos), str(root)], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        journal = root / "journal.json"
+        if journal.is_file() and len(json.loads(journal.read_text() or "{}").get("shards", [])) >= 4:
+            break
+        if child.poll() is not None:
+            pytest.fail(f"the build ended before it could be killed: {child.stderr.read().decode()[-500:]}")
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (root / "manifest.json").exists()
+    written = len(json.loads((root / "journal.json").read_text())["shards"])
+    g = Gallery.from_photos(photos, root, rows_per_shard=1, workers=1, progress=False)
+    summary = g.last_report["summary"]
+    assert summary["resumed"] >= written >= 4 and summary["images"] == 36 and summary["enrolled"] == 36
+    assert len(g) == 36 and sorted({e["source"] for e in g.last_report["sources"]}) == sorted(
+        p.relative_to(photos).as_posix() for p in photos.rglob("*.jp*g"))
+    # the resumed gallery answers like a clean one
+    clean = Gallery.from_photos(photos, tmp_path / "clean", workers=1, progress=False)
+    (a,), (b,) = g.search_images(FACES / "probes" / "obama1.jpg"), clean.search_images(FACES / "probes" / "obama1.jpg")
+    assert a.faces[0].identity == b.faces[0].identity == "obama"
+    assert abs(a.faces[0].result.best.score - b.faces[0].result.best.score) < 1e-5
