@@ -26,3 +26,10 @@ $G synthesize demo-gallery/input/enrol.parquet --identities 20000 --images 3 --d
 $G import-vectors demo-gallery/input/enrol.parquet -g demo-gallery/gallery
 $G search-vectors demo-gallery/input/probes.parquet -g demo-gallery/gallery -k 3 --threshold 0.5
 $G info -g demo-gallery/gallery
+
+FACES=../shared/faces
+if [ -d "$FACES/gallery" ]; then
+  echo "== demo: a face gallery from the real photos in $FACES, then two probe photos"
+  $G build "$FACES/gallery" -o demo-gallery/faces --overwrite
+  $G query "$FACES/probes/kit_with_rose.jpg" "$FACES/misc/lin-manuel-miranda.png" -g demo-gallery/faces -k 3
+fi
