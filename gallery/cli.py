@@ -209,8 +209,9 @@ def info(gallery_dir, verify, as_json) -> None:
 @main.command("calibrate")
 @click.argument("gallery_arg", metavar="[GALLERY]", required=False, type=click.Path(file_okay=False, path_type=Path))
 @_gallery_option()
-@click.option("--probes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Labelled probe vectors (.parquet/.h5 with an identity column, or .npy with --labels). "
+@click.option("--probes", type=click.Path(exists=True, path_type=Path),
+              help="Labelled probes: a photo folder (<identity>/<images>) or CSV for a photo gallery, or vectors "
+                   "(.parquet/.h5 with an identity column, or .npy with --labels). "
                    "Without it, identities are left out of the gallery itself.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels for .npy probes.")
 @click.option("--target-fpir", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-3, show_default=True,
@@ -226,8 +227,8 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
     """
     g = Gallery.open(gallery_arg or gallery_dir)
     if probes is not None:
-        data = read_labelled_vectors(probes, labels=labels)
-        cal = calibrate_probes(g, data.vectors, list(data.identities), target_fpir=target_fpir)
+        vectors, identities = _labelled_probes(g, probes, labels)
+        cal = calibrate_probes(g, vectors, identities, target_fpir=target_fpir)
     else:
         cal = calibrate_leave_out(g, target_fpir=target_fpir, holdout=holdout, seed=seed)
     g.set_calibration(cal)
@@ -237,11 +238,20 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
     click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.4f}")
 
 
+def _labelled_probes(g: Gallery, probes: Path, labels):
+    """Probe vectors and labels from a photo folder or CSV of photos, or from a labelled vector file."""
+    if probes.is_dir() or probes.suffix.lower() == ".csv":
+        return g.embed_labelled_photos(probes, progress=True)
+    data = read_labelled_vectors(probes, labels=labels)
+    return data.vectors, list(data.identities)
+
+
 @main.command("eval")
 @click.argument("gallery_arg", metavar="[GALLERY]", required=False, type=click.Path(file_okay=False, path_type=Path))
 @_gallery_option()
-@click.option("--probes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Labelled probe vectors for the 1:N part; without it, identities are left out of the gallery.")
+@click.option("--probes", type=click.Path(exists=True, path_type=Path),
+              help="Labelled probes (a photo folder or CSV, or vectors) for the 1:N part; without it, "
+                   "identities are left out of the gallery.")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Labels for .npy probes.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="gallery-eval",
               show_default=True, help="Folder for metrics.json, the PNG figures, report.md and report.html.")
@@ -255,10 +265,9 @@ def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples,
     self-contained OUT/report.html.
     """
     g = Gallery.open(gallery_arg or gallery_dir)
-    data = read_labelled_vectors(probes, labels=labels) if probes is not None else None
-    ev = evaluate(g, data.vectors if data else None, list(data.identities) if data else None,
-                  max_samples=max_samples, seed=seed)
-    paths = write_report(ev, out_dir, seed=seed)
+    vectors, identities = _labelled_probes(g, probes, labels) if probes is not None else (None, None)
+    ev = evaluate(g, vectors, identities, max_samples=max_samples, seed=seed)
+    paths = write_report(ev, out_dir, seed=seed, thumbnail=g.thumbnail if g.manifest.model_spec else None)
     r, i = ev.summary["retrieval"], ev.summary["identification"]
     click.echo(f"Recall@1 {r['recall@1']:.4f}  MAP@R {r['map@r']:.4f}  EER {ev.summary['verification']['eer']:.4f}  "
                f"rank-1 {i['cmc'].get('rank1', float('nan')):.4f} ({i['protocol']})")

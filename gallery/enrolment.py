@@ -438,6 +438,7 @@ def enrol_photos(
             raise InvalidInputError(f"no face was enrolled from {len(photos.photos)} photos ({summary_line(summary)}); "
                                     "nothing was written")
         report = {"operation": "build" if replace else "add", "generation": base.generation + 1, "model": encoder.name,
+                  "photos_root": str(photos.root) if photos.root else None,
                   "faces_policy": faces, "detector": detector, "summary": summary, "sources": entries,
                   "ignored": [{"file": f, "reason": why} for f, why in photos.ignored]}
         write_report(report_path(root, base.generation + 1), report)

@@ -61,6 +61,7 @@ class Gallery:
         self._store = ShardStore(self.root, manifest.shard_format)
         self._seen = self._manifest_stamp()
         self._encoder = None
+        self._faces_of: Optional[dict] = None
         self.last_report: Optional[dict] = None
         self._load()
 
@@ -226,6 +227,7 @@ class Gallery:
         return st.st_ino, st.st_mtime_ns
 
     def _reload(self) -> None:
+        self._faces_of = None
         self._seen = self._manifest_stamp()
         self.manifest = read_manifest(self.root)
         self._store = ShardStore(self.root, self.manifest.shard_format)
@@ -465,6 +467,48 @@ class Gallery:
             at += e.n_faces
             out.append(PhotoResult(e.photo.source, faces, e.error))
         return out
+
+    def embed_labelled_photos(self, photos: Path | str, *, workers: Optional[int] = None,
+                              progress: Optional[bool] = None) -> tuple[np.ndarray, list[str]]:
+        """Probe vectors from a labelled photo folder (or CSV), with the gallery's model: the largest face of
+        each photo and its label. For calibration and evaluation; photos without a face are left out."""
+        from .embed import embed_photos, list_photos
+
+        found = list_photos(photos)
+        vectors, labels = [], []
+        for e in embed_photos(found.photos, self.encoder(), workers=workers, progress=progress, total=len(found.photos)):
+            if e.n_faces:
+                vectors.append(e.vectors[0])
+                labels.append(e.photo.identity)
+        if not vectors:
+            raise InvalidInputError(f"{photos}: no face found in any of {len(found.photos)} photos")
+        return np.stack(vectors), labels
+
+    def thumbnail(self, record_id: int, size: int = 64) -> Optional[np.ndarray]:
+        """The face of a photo-built record, cropped from its source photo (None when the photo is gone)."""
+        from .embed import face_thumbnail
+        from .store.reports import REPORT_GLOB, read_report
+
+        if self._faces_of is None:
+            self._faces_of = {}
+            for path in sorted(self.root.glob(REPORT_GLOB)):
+                report = read_report(path)
+                root = report.get("photos_root")
+                for e in report.get("sources", []) if root else []:
+                    self._faces_of[e["source"]] = (Path(root) / e["source"], e["boxes"])
+            wanted = {}
+            for r in self._store.iter_records(self.manifest.shards, columns=["id", "source", "face_index"]):
+                for i, s, f in zip(r.ids, r.sources, r.face_index):
+                    wanted[int(i)] = (str(s), int(f))
+            self._source_of = wanted
+        source, face = self._source_of.get(int(record_id), (None, 0))
+        path, boxes = self._faces_of.get(source, (None, []))
+        if path is None or face >= len(boxes):
+            return None
+        try:
+            return face_thumbnail(path, boxes[face], size)
+        except InvalidInputError:
+            return None
 
     def remove(self, identities: Sequence[str], *, progress: Optional[bool] = None) -> int:
         """Remove identities from the index and erase their records from disk; returns records removed.

@@ -247,3 +247,49 @@ def test_a_killed_build_resumes(tmp_path):
     (a,), (b,) = g.search_images(FACES / "probes" / "obama1.jpg"), clean.search_images(FACES / "probes" / "obama1.jpg")
     assert a.faces[0].identity == b.faces[0].identity == "obama"
     assert abs(a.faces[0].result.best.score - b.faces[0].result.best.score) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def probe_folder(tmp_path_factory):
+    """The single-face labelled probe photos laid out <identity>/<photo>; the stranger under his own name."""
+    root = tmp_path_factory.mktemp("probes")
+    for path, who in labelled_probes():
+        if len(who) == 1:
+            name = "lin_manuel_miranda" if who == ["unknown"] else who[0]
+            (root / name).mkdir(exist_ok=True)
+            shutil.copy(FACES / path, root / name)
+    return root
+
+
+def test_thumbnails_are_the_enrolled_faces(built):
+    from gallery.embed import FaceDetector
+
+    ids, labels = built.records()
+    det = FaceDetector("hog", upsample=2)
+    for i in ids:
+        thumb = built.thumbnail(int(i))
+        assert thumb.shape == (64, 64, 3) and thumb.dtype == np.uint8
+        assert len(det.detect(thumb)) == 1, "the crop holds the face"
+
+
+def test_thumbnails_of_a_vector_gallery_are_none(tmp_path):
+    g = Gallery.from_vectors(np.eye(4, 16, dtype=np.float32), list("abcd"), tmp_path / "v", progress=False)
+    assert g.thumbnail(0) is None
+
+
+def test_calibrate_and_eval_on_photo_probes(built, probe_folder, tmp_path):
+    vectors, labels = built.embed_labelled_photos(probe_folder, workers=0, progress=False)
+    assert len(vectors) == len(labels) == 14 and labels.count("lin_manuel_miranda") == 1
+    root = tmp_path / "g"  # a copy: the shared gallery keeps its model-default threshold
+    shutil.copytree(built.root, root)
+    runner = CliRunner()
+    r = runner.invoke(main, ["calibrate", str(root), "--probes", str(probe_folder), "--target-fpir", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert "on 1 non-mated and 13 mated searches (probes), FNIR 0.0000" in r.output
+    cal = Gallery.open(root).calibration
+    assert cal.n_mated == 13 and cal.n_nonmated == 1 and cal.model == "dlib-resnet"
+    r = runner.invoke(main, ["eval", str(root), "--probes", str(probe_folder), "-o", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    assert "rank-1 1.0000 (probes)" in r.output
+    for name in ("similarity_grid.png", "embedding_map.png", "report.html", "metrics.json"):
+        assert (tmp_path / "ev" / name).is_file()

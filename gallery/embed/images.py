@@ -40,6 +40,8 @@ class PhotoList:
 
     photos: list[Photo]
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    #: The folder sources are relative to (the photo folder, or a CSV's folder).
+    root: Optional[Path] = None
 
 
 def is_image_file(path: Path) -> bool:
@@ -122,7 +124,7 @@ def list_photos(root: Path | str, *, labelled: bool = True) -> PhotoList:
             ignored.append((rel, "not inside an identity folder"))
         else:
             photos.append(Photo(path, rel, path.relative_to(root).parts[0]))
-    return PhotoList(photos, ignored)
+    return PhotoList(photos, ignored, root.resolve())
 
 
 def _read_photo_csv(path: Path) -> PhotoList:
@@ -138,12 +140,22 @@ def _read_photo_csv(path: Path) -> PhotoList:
             if not p or not who:
                 raise InvalidInputError(f"{path}:{line}: every row needs a path and an identity")
             photos.append(Photo(path.parent / p, p, who))
-    return PhotoList(photos)
+    return PhotoList(photos, root=path.parent.resolve())
 
 
 def _read_photo_list(path: Path) -> PhotoList:
     lines = [s.strip() for s in path.read_text(encoding="utf-8").splitlines()]
     return PhotoList([Photo(path.parent / s, str(path.parent / s)) for s in lines if s and not s.startswith("#")])
+
+
+def face_thumbnail(path: Path | str, box: Sequence[int], size: int = 64, margin: float = 0.2) -> np.ndarray:
+    """A square ``(size, size, 3)`` crop of the face in ``box`` (widened by ``margin``), for reports."""
+    image = load_image(path)
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top) * (1 + 2 * margin)
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    crop = Image.fromarray(image).crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+    return np.asarray(crop.resize((size, size), Image.BILINEAR))
 
 
 def gather_photos(inputs: Sequence[Path | str], *, labelled: bool = True) -> PhotoList:

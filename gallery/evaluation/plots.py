@@ -102,7 +102,7 @@ def fnir_fpir(outcomes: metrics.SearchOutcomes, path: Path) -> Path:
     n_nm = max(len(outcomes.nonmated_best), 1)
     ok = fp > 0
     ax.semilogx(fp[ok], fn[ok], color="tab:orange")
-    ax.set_xlim(1.0 / n_nm, 1)
+    ax.set_xlim(min(1.0 / n_nm, 0.5), 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel(f"FPIR (false positive identification rate, {len(outcomes.nonmated_best)} non-mated searches)")
     ax.set_ylabel("FNIR (rank 1, score >= threshold)")
@@ -117,10 +117,13 @@ def similarity_grid(vectors: np.ndarray, labels: Sequence[str], path: Path, thum
     S = vectors @ vectors.T
     n = len(vectors)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.75 * n))
-    ax.imshow(S, cmap="viridis", vmin=-1, vmax=1)
+    vmin = max(-1.0, np.floor(S.min() * 10) / 10)  # spread the colours over the scores present
+    im = ax.imshow(S, cmap="viridis", vmin=vmin, vmax=1)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if S[i, j] < 0.5 else "black")
+            dark = S[i, j] < vmin + 0.5 * (1 - vmin)
+            ax.text(j, i, f"{S[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax, shrink=0.6, pad=0.2, label="cosine similarity")
     names = [str(s)[:14] for s in labels]
     ax.set_xticks(range(n), names, rotation=90, fontsize=7)
     ax.set_yticks(range(n), names, fontsize=7)
@@ -134,6 +137,7 @@ def similarity_grid(vectors: np.ndarray, labels: Sequence[str], path: Path, thum
             for xy, box in (((i, -0.5), (i, -1.2)), ((-0.5, i), (-1.2, i))):
                 ab = AnnotationBbox(OffsetImage(img, zoom=zoom), xy, xybox=box, frameon=False, annotation_clip=False)
                 ax.add_artist(ab)
+        ax.tick_params(axis="y", labelleft=False, labelright=True)  # the faces take the left margin
     ax.set_title("cosine similarity between records")
     return _save(fig, path)
 
@@ -148,7 +152,7 @@ def embedding_map(vectors: np.ndarray, labels: Sequence[str], path: Path, *, thu
     perplexity = float(min(30, max(2, (len(vectors) - 1) / 3)))
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine").fit_transform(vectors)
     names, codes = np.unique(labels, return_inverse=True)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = plt.subplots(figsize=(8.5, 6))
     cmap = plt.get_cmap("tab20")
     shown = np.argsort(-np.bincount(codes))[:max_identities]
     for c in range(len(names)):
@@ -158,11 +162,13 @@ def embedding_map(vectors: np.ndarray, labels: Sequence[str], path: Path, *, thu
     if thumbnails is not None:
         from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-        for (px, py), img in zip(xy, thumbnails):
+        for (px, py), img, c in zip(xy, thumbnails, codes):
             if img is not None:
-                ax.add_artist(AnnotationBbox(OffsetImage(img, zoom=24.0 / max(img.shape[:2])), (px, py), frameon=False))
-    if len(shown) <= 20:
-        ax.legend(fontsize=7, markerscale=1.5, loc="best", ncol=2)
+                edge = cmap(list(shown).index(c) % 20) if c in shown else "lightgray"
+                ax.add_artist(AnnotationBbox(OffsetImage(img, zoom=24.0 / max(img.shape[:2])), (px, py), frameon=True,
+                                             pad=0.15, bboxprops={"edgecolor": edge, "linewidth": 2}))
+    if len(shown) <= 20:  # beside the map, where it hides no face
+        ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"t-SNE of {len(vectors)} gallery embeddings (cosine)")
