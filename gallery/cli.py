@@ -348,24 +348,29 @@ def synthesize(out, n_identities, images, dim, genuine, probes, n_probes, seed) 
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint of an interrupted run.")
 @click.option("--vector-column", default="vector", show_default=True)
 @click.option("--label-column", default="identity", show_default=True)
+@click.option("--base-model", help="head mode: the model whose embeddings the head adapts (photos: default "
+                                   "dlib-resnet; vectors: the model that made them, to use the head on photos).")
+@click.option("--workers", type=click.IntRange(min=0), help="Photo DATA: face detection processes.")
 def train(data, out, labels, loss, mode, init, epochs, batch_size, lr, scale, margin, dim, mining, val_fraction, metric,
-          patience, partial_fc, seed, resume, vector_column, label_column) -> None:
-    """Train an encoder on labelled vectors in DATA (.parquet, .h5/.hdf5, or .npy with --labels).
+          patience, partial_fc, seed, resume, vector_column, label_column, base_model, workers) -> None:
+    """Train an encoder on DATA: a photo folder (<identity>/<photos>) or CSV, or labelled vectors
+    (.parquet, .h5/.hdf5, or .npy with --labels).
 
+    \b
     Identities are split at random into training and validation sets that share no identity; the epoch
-    with the best validation metric is written to OUT, with a checkpoint per epoch beside it.
+    with the best validation metric is written to OUT, with a checkpoint per epoch beside it. Then:
+      gallery train photos/ --loss arcface --out head.pt
+      gallery build photos/ --model torchscript:head.pt
     """
-    if data.is_dir():
-        raise click.ClickException(f"{data}: training on a photo folder arrives with the photo pipeline; "
-                                   "for now give labelled vectors (.parquet, .h5, or .npy with --labels)")
-    from .train import train_vectors
+    from .train import train_encoder
 
-    r = train_vectors(data, out, labels=labels, loss=loss, mode=mode, init=init, epochs=epochs, batch_size=batch_size,
+    r = train_encoder(data, out, base_model=base_model, workers=workers, labels=labels, loss=loss, mode=mode, init=init, epochs=epochs, batch_size=batch_size,
                       lr=lr, s=scale, m=margin, dim=dim, mining=mining, val_fraction=val_fraction, seed=seed,
                       partial_fc=partial_fc, metric=metric, patience=patience, resume=resume,
                       vector_column=vector_column, label_column=label_column, progress=True)
     first = r.history[0]["val"][metric]
-    click.echo(f"{out}: {r.encoder['input_shape'][0]}-d vectors -> {r.encoder['dim']}-d; validation {metric} "
+    source = "x".join(map(str, r.encoder["input_shape"])) + (" chips" if r.encoder["input"] == "image" else "-d vectors")
+    click.echo(f"{out}: {source} -> {r.encoder['dim']}-d; validation {metric} "
                f"{first:.4f} untrained -> {r.best_score:.4f} at epoch {r.best_epoch} of {len(r.history) - 1}"
                + (" (stopped early)" if r.stopped_early else ""))
 

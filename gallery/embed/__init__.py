@@ -4,10 +4,10 @@ from .align import ARCFACE_CHIP, DLIB_CHIP, ChipSpec, align_face, similarity_tra
 from .detect import DETECTORS, Face, FaceDetector
 from .encoders import DEFAULT_MODEL, ENCODERS, Encoder, get_encoder
 from .images import IMAGE_SUFFIXES, ImageError, Photo, PhotoList, face_thumbnail, gather_photos, list_photos, load_image
-from .pipeline import EmbeddedPhoto, embed_photos
+from .pipeline import AlignedPhoto, EmbeddedPhoto, align_photos, embed_photos
 
 __all__ = [
-    "ARCFACE_CHIP", "DETECTORS", "DEFAULT_MODEL", "DLIB_CHIP", "ENCODERS", "ChipSpec", "EmbeddedPhoto", "Encoder",
+    "AlignedPhoto", "align_photos", "ARCFACE_CHIP", "DETECTORS", "DEFAULT_MODEL", "DLIB_CHIP", "ENCODERS", "ChipSpec", "EmbeddedPhoto", "Encoder",
     "Face", "FaceDetector", "face_thumbnail", "IMAGE_SUFFIXES", "ImageError", "Photo", "PhotoList", "align_face", "embed_photos",
     "gather_photos", "get_encoder", "list_photos", "load_image", "similarity_transform",
 ]

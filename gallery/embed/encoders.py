@@ -200,7 +200,10 @@ def _torchscript_encoder(path: Optional[str], device: Optional[str]) -> Encoder:
         return TorchEncoder(module, name=f"torchscript-{weights[:12]}", spec=spec, weights=weights, device=device)
     meta = _check_meta(meta, file)
     if meta["input"] == "vectors":
-        base = get_encoder(meta.get("base_model", DEFAULT_MODEL), device=device)
+        if not meta.get("base_model"):
+            raise InvalidInputError(f"{file}: a head trained on vectors of an unnamed model cannot embed photos; "
+                                    "retrain it with --base-model NAME (the model that made the vectors)")
+        base = get_encoder(meta["base_model"], device=device)
         if int(meta["input_shape"][0]) != base.dim:
             raise InvalidInputError(f"{file}: a head on {meta['input_shape'][0]}-d vectors cannot follow {base.name} ({base.dim}-d)")
         return HeadOnEncoder(base, module, meta, spec=spec, weights=weights)

@@ -36,7 +36,9 @@ class EmbeddedPhoto:
 
 
 @dataclass
-class _Detected:
+class AlignedPhoto:
+    """One photo's faces (largest first) and their aligned chips ``(F, size, size, 3) uint8``, or why it has none."""
+
     photo: Photo
     faces: list[Face]
     chips: np.ndarray
@@ -70,22 +72,65 @@ def _start_worker(detector_options: dict, chip: ChipSpec, in_pool: bool = False)
     _WORKER["chip"] = chip
 
 
-def _detect(photo: Photo) -> _Detected:
+def _detect(photo: Photo) -> AlignedPhoto:
     """Decode, detect and align one photo; any failure becomes the photo's error, never the build's."""
     chip: ChipSpec = _WORKER["chip"]
     try:
         image = load_image(photo.path)
         faces = _WORKER["detector"].detect(image)
         chips = np.stack([align_face(image, f, chip) for f in faces]) if faces else np.empty((0, chip.size, chip.size, 3), np.uint8)
-        return _Detected(photo, faces, chips)
+        return AlignedPhoto(photo, faces, chips)
     except InvalidInputError as e:
-        return _Detected(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), str(e))
+        return AlignedPhoto(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), str(e))
     except Exception as e:  # a decoder or detector crash on one file must not stop a million-photo build
-        return _Detected(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), f"{photo.path}: {type(e).__name__}: {e}")
+        return AlignedPhoto(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), f"{photo.path}: {type(e).__name__}: {e}")
 
 
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
+
+
+def align_photos(
+    photos: Iterable[Photo],
+    chip: ChipSpec,
+    *,
+    detector: Optional[dict] = None,
+    workers: Optional[int] = None,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+    desc: str = "aligning faces",
+) -> Iterator[AlignedPhoto]:
+    """Decode, detect and align every photo (in worker processes), yielding one :class:`AlignedPhoto` each, in order.
+
+    ``detector`` holds :class:`FaceDetector` options (``method``, ``landmarks``, ``max_side``,
+    ``upsample``); the landmark model defaults to the one ``chip`` needs. ``workers=0`` works in this process.
+    """
+    options = {"landmarks": chip.landmarks, **(detector or {})}
+    if chip.template == "arcface" and options["landmarks"] != 68:
+        raise InvalidInputError("ArcFace's chip template needs 68-point landmarks")
+    FaceDetector(**options)  # bad options fail here, once, not in every worker
+    workers = default_workers() if workers is None else int(workers)
+    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
+    faces_found = 0
+    pool = None
+    try:
+        if workers > 0:
+            ctx = mp.get_context(_START_METHOD)
+            pool = ctx.Pool(workers, initializer=_start_worker, initargs=(options, chip, True))
+            aligned = pool.imap(_detect, photos, chunksize=1)
+        else:
+            _start_worker(options, chip)
+            aligned = map(_detect, photos)
+        for item in aligned:
+            faces_found += len(item.faces)
+            bar.update(1)
+            bar.set_postfix(faces=faces_found, refresh=False)
+            yield item
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
 
 def embed_photos(
@@ -100,44 +145,19 @@ def embed_photos(
 ) -> Iterator[EmbeddedPhoto]:
     """Embed every face of every photo, yielding one :class:`EmbeddedPhoto` per input photo, in order.
 
-    ``detector`` holds :class:`FaceDetector` options (``method``, ``landmarks``, ``max_side``,
-    ``upsample``); the landmark model defaults to the one the encoder's chip needs. ``workers=0``
-    detects in this process.
+    Alignment as in :func:`align_photos`; chips are encoded in batches of ``encoder.batch_size``.
     """
-    options = {"landmarks": encoder.chip.landmarks, **(detector or {})}
-    if encoder.chip.template == "arcface" and options["landmarks"] != 68:
-        raise InvalidInputError(f"{encoder.name} aligns with ArcFace's template, which needs 68-point landmarks")
-    FaceDetector(**options)  # bad options fail here, once, not in every worker
-    workers = default_workers() if workers is None else int(workers)
-    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
-    faces_found = 0
-    pool = None
-    try:
-        if workers > 0:
-            ctx = mp.get_context(_START_METHOD)
-            pool = ctx.Pool(workers, initializer=_start_worker, initargs=(options, encoder.chip, True))
-            detected = pool.imap(_detect, photos, chunksize=1)
-        else:
-            _start_worker(options, encoder.chip)
-            detected = map(_detect, photos)
-        pending: list[_Detected] = []
-        for item in detected:
-            pending.append(item)
-            faces_found += len(item.faces)
-            bar.update(1)
-            bar.set_postfix(faces=faces_found, refresh=False)
-            if sum(len(p.chips) for p in pending) >= encoder.batch_size:
-                yield from _encode(pending, encoder)
-                pending = []
-        yield from _encode(pending, encoder)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    pending: list[AlignedPhoto] = []
+    for item in align_photos(photos, encoder.chip, detector=detector, workers=workers, progress=progress,
+                             total=total, desc=desc):
+        pending.append(item)
+        if sum(len(p.chips) for p in pending) >= encoder.batch_size:
+            yield from _encode(pending, encoder)
+            pending = []
+    yield from _encode(pending, encoder)
 
 
-def _encode(pending: list[_Detected], encoder: Encoder) -> Iterator[EmbeddedPhoto]:
+def _encode(pending: list[AlignedPhoto], encoder: Encoder) -> Iterator[EmbeddedPhoto]:
     chips = [p.chips for p in pending if len(p.chips)]
     vectors = encoder.encode(np.concatenate(chips)) if chips else np.empty((0, encoder.dim), np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

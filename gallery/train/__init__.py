@@ -29,7 +29,7 @@ from .losses import (
     TripletLoss,
     sphereface_psi,
 )
-from .loop import LOSSES, METRICS, MODES, TrainResult, embed, evaluate, fit, make_loss, seed_everything, train_vectors
+from .loop import LOSSES, METRICS, MODES, TrainResult, embed, evaluate, fit, make_loss, seed_everything, train_encoder
 from .mining import MINING, Pairs, Triplets, cosine_distances, mine_pairs, mine_triplets
 from .models import DigitsCNN, ProjectionHead
 
@@ -72,5 +72,5 @@ __all__ = [
     "seed_everything",
     "shuffled_batches",
     "sphereface_psi",
-    "train_vectors",
+    "train_encoder",
 ]

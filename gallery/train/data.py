@@ -77,6 +77,36 @@ def load_labelled_vectors(path: Path, *, labels: Optional[Path] = None, vector_c
     return LabelledData(x, y, classes)
 
 
+def load_labelled_photos(path: Path, *, encoder=None, chip=None, workers: Optional[int] = None,
+                         progress: Optional[bool] = None) -> LabelledData:
+    """Training data from a photo folder (``<identity>/<photos>``) or CSV, through the face pipeline.
+
+    With ``encoder``: the unit-norm embedding of each photo's largest face (to train a head on it).
+    With ``chip`` (a :class:`~gallery.embed.ChipSpec`): the aligned face itself as a float32 ``(3, H, W)``
+    array scaled as the torch encoders scale it, ``(x - 127.5) / 127.5`` (to fine-tune an image encoder).
+    Photos without a face are left out.
+    """
+    from ..embed import align_photos, embed_photos, list_photos
+
+    found = list_photos(path)
+    xs, names = [], []
+    if encoder is not None:
+        for e in embed_photos(found.photos, encoder, workers=workers, progress=progress, total=len(found.photos)):
+            if e.n_faces:
+                xs.append(e.vectors[0])
+                names.append(e.photo.identity)
+    else:
+        for a in align_photos(found.photos, chip, workers=workers, progress=progress, total=len(found.photos)):
+            if len(a.chips):
+                xs.append((a.chips[0].astype(np.float32).transpose(2, 0, 1) - 127.5) / 127.5)
+                names.append(a.photo.identity)
+    if not xs:
+        raise InvalidInputError(f"{path}: no face found in any of {len(found.photos)} photos")
+    LOG.info("%s: %d of %d photos have a face", path, len(xs), len(found.photos))
+    y, classes = encode_labels(names)
+    return LabelledData(np.stack(xs).astype(np.float32), y, classes)
+
+
 def class_split(labels: Sequence, *, val_fraction: float = 0.2, seed: Optional[int] = 0,
                 ordered: bool = False) -> Split:
     """Split rows so that no class is on both sides; ``round(val_fraction * classes)`` classes validate.

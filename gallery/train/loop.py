@@ -1,7 +1,7 @@
 """The training loop: seeded batches, tqdm progress, validation each epoch, early stopping, checkpoints.
 
 :func:`fit` trains any encoder with any loss of :mod:`gallery.train.losses` on in-memory tensors;
-:func:`train_vectors` is the ``gallery train`` command: labelled vectors in, a TorchScript encoder out.
+:func:`train_encoder` is the ``gallery train`` command: labelled vectors in, a TorchScript encoder out.
 
 >>> result = fit(model, ArcFaceLoss(n_classes, 64), (x_train, y_train), (x_val, y_val), epochs=20)  # doctest: +SKIP
 >>> result.history[-1]["val"]["map@r"]                                                               # doctest: +SKIP
@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import InvalidInputError
 from ..metrics import pair_histograms, retrieval
-from .data import LabelledData, class_split, load_labelled_vectors, pk_batches, shuffled_batches
-from .export import export_encoder, load_encoder
+from .data import LabelledData, class_split, load_labelled_photos, load_labelled_vectors, pk_batches, shuffled_batches
+from .export import export_encoder, load_encoder, read_encoder_metadata
 from .losses import (
     ArcFaceLoss,
     ContrastiveLoss,
@@ -347,10 +347,12 @@ def fit(
     return TrainResult(model, loss, history, metric, best_epoch, best_score, stopped)
 
 
-def train_vectors(
+def train_encoder(
     data: Path,
     out: Path,
     *,
+    base_model: Optional[str] = None,
+    workers: Optional[int] = None,
     labels: Optional[Path] = None,
     loss: str = "arcface",
     mode: str = "head",
@@ -374,19 +376,43 @@ def train_vectors(
     label_column: str = "identity",
     progress: bool = True,
 ) -> TrainResult:
-    """Train an encoder on labelled vectors and write it to ``out`` as a TorchScript encoder.
+    """Train an encoder on labelled vectors or photos and write it to ``out`` as a TorchScript encoder.
 
-    ``mode="head"`` trains a small :class:`ProjectionHead` on the frozen vectors (cheap on a CPU: adapts
-    a model's embeddings to a domain); ``mode="finetune"`` trains every weight of the encoder in ``init``
-    (an exported encoder whose input is vectors of this dimension). Classes are split at random
-    (``seed``) into disjoint training and validation sets; the epoch with the best validation ``metric``
-    is exported, and ``gallery build --model torchscript:OUT`` can then embed with it. Checkpoints go to
+    ``data`` is a vector file (.parquet, .h5, or .npy with ``labels``) or a photo folder
+    (``<identity>/<photos>``) or CSV, read through the face pipeline.
+
+    ``mode="head"`` trains a small :class:`ProjectionHead` on frozen embeddings (cheap on a CPU: adapts
+    a model's embeddings to a domain). For photos the embeddings come from ``base_model`` (default
+    ``dlib-resnet``) and the exported head records it, so ``gallery build --model torchscript:OUT``
+    embeds photos with the base model and then the head; for vectors, name the model that made them
+    with ``base_model`` to make the head usable on photos. ``mode="finetune"`` trains every weight of
+    the encoder in ``init`` (an exported encoder: of vectors of this dimension, or of image chips when
+    ``data`` holds photos). Classes are split at random (``seed``) into disjoint training and validation
+    sets; the epoch with the best validation ``metric`` is exported. Checkpoints go to
     ``checkpoint_dir`` (default: ``OUT`` without its suffix plus ``.checkpoints``) with ``history.json``.
     """
     if mode not in MODES:
         raise InvalidInputError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     out = Path(out)
-    d = load_labelled_vectors(data, labels=labels, vector_column=vector_column, label_column=label_column)
+    data = Path(data)
+    photos = data.is_dir() or data.suffix.lower() == ".csv"
+    init_meta = read_encoder_metadata(init) if init is not None else None
+    if photos and mode == "head":
+        from ..embed import DEFAULT_MODEL, get_encoder
+
+        base = get_encoder(base_model or DEFAULT_MODEL)
+        base_model = base.spec
+        d = load_labelled_photos(data, encoder=base, workers=workers, progress=progress)
+    elif photos:
+        if init_meta is None or init_meta["input"] != "image":
+            raise InvalidInputError("init: fine-tuning on photos needs --init an exported image encoder "
+                                    "(input 'image'); or train a head on a base model's embeddings with --mode head")
+        from ..embed import ChipSpec
+
+        c, h, w = init_meta["input_shape"]
+        d = load_labelled_photos(data, chip=ChipSpec("arcface", int(h), 0.0), workers=workers, progress=progress)
+    else:
+        d = load_labelled_vectors(data, labels=labels, vector_column=vector_column, label_column=label_column)
     split = class_split(d.y, val_fraction=val_fraction, seed=seed)
     tr, va = d.subset(split.train), d.subset(split.val)
     if np.max(np.bincount(va.y)) < 2:
@@ -402,7 +428,7 @@ def train_vectors(
             raise InvalidInputError("init: --mode finetune trains an existing encoder; name it with --init MODEL.pt "
                                     "(an exported encoder), or use --mode head")
         enc, meta = load_encoder(init)
-        if meta["input"] != "vectors" or meta["input_shape"] != [d.dim]:
+        if not photos and (meta["input"] != "vectors" or meta["input_shape"] != [d.dim]):
             raise InvalidInputError(f"{init}: takes {meta['input']} of shape {meta['input_shape']}, but {data} holds "
                                     f"{d.dim}-d vectors")
         if dim is not None and dim != meta["dim"]:
@@ -421,8 +447,12 @@ def train_vectors(
                 "val_classes": int(len(split.val_classes)), "seed": seed, "metric": metric,
                 "best_epoch": result.best_epoch, "best_score": result.best_score,
                 "untrained_score": result.history[0]["val"][metric]}
-    result.encoder = export_encoder(result.model, out, input="vectors", input_shape=[d.dim],
-                                    metadata={"training": training})
+    if photos and mode == "finetune":
+        kind, shape, extra = "image", list(init_meta["input_shape"]), {}
+    else:
+        kind, shape = "vectors", [d.dim]
+        extra = {"base_model": base_model or (init_meta or {}).get("base_model")}
+    result.encoder = export_encoder(result.model, out, input=kind, input_shape=shape, metadata={"training": training, **extra})
     (ckpt / "history.json").write_text(json.dumps(result.summary(), indent=2, default=float), encoding="utf-8")
     return result
 
@@ -433,4 +463,4 @@ def _loss_params(loss: nn.Module) -> dict:
 
 
 __all__ = ["LOSSES", "METRICS", "MODES", "TrainResult", "embed", "evaluate", "fit", "make_loss", "seed_everything",
-           "train_vectors"]
+           "train_encoder"]

@@ -95,7 +95,8 @@ def test_any_torchscript_file(tmp_path, faces_dir):
 def test_trained_head_follows_its_base_model(tmp_path, dlib_model, faces_dir):
     from gallery.train import ProjectionHead, export_encoder
 
-    export_encoder(ProjectionHead(128, 32), tmp_path / "head.pt", input="vectors", input_shape=[128])
+    export_encoder(ProjectionHead(128, 32), tmp_path / "head.pt", input="vectors", input_shape=[128],
+                   metadata={"base_model": "dlib-resnet"})
     enc = get_encoder(f"torchscript:{tmp_path / 'head.pt'}")
     assert enc.dim == 32 and enc.chip == dlib_model.chip and enc.name == "dlib-resnet+head"
     x = enc.encode(_chips(faces_dir, ["misc/obama_small.jpg"], enc.chip))
@@ -119,3 +120,11 @@ def test_not_torchscript(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"junk")
     with pytest.raises(InvalidInputError, match=r"x\.pt: not a TorchScript file"):
         get_encoder(f"torchscript:{tmp_path / 'x.pt'}")
+
+
+def test_head_of_an_unnamed_model_is_refused(tmp_path):
+    from gallery.train import ProjectionHead, export_encoder
+
+    export_encoder(ProjectionHead(128, 32), tmp_path / "head.pt", input="vectors", input_shape=[128])
+    with pytest.raises(InvalidInputError, match="retrain it with --base-model"):
+        get_encoder(f"torchscript:{tmp_path / 'head.pt'}")
