@@ -461,7 +461,7 @@ def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, worke
     """
     g = Gallery.open(gallery_dir)
     results = g.search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
-                              max_side=max_side, workers=0 if workers is None else workers, device=device,
+                              max_side=max_side, workers=workers, device=device,
                               progress=False)
     for photo in results:
         if as_json:

@@ -441,7 +441,7 @@ class Gallery:
         detector: str = "hog",
         upsample: Optional[int] = None,
         max_side: Optional[int] = None,
-        workers: Optional[int] = 0,
+        workers: Optional[int] = None,
         device: Optional[str] = None,
         progress: Optional[bool] = None,
         **search_options,
