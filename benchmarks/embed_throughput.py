@@ -14,7 +14,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,8 +73,7 @@ def main() -> int:
     rows.append({"stage": "encode dlib-resnet (128-d)", "items": len(batch), "unit": "face", "seconds": t_enc})
     from gallery.embed.iresnet import IResNet
 
-    tmp = REPO / "benchmarks" / "work"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="embed-throughput-"))
     for depth, layers in (("r18", (2, 2, 2, 2)), ("r50", (3, 4, 14, 3))):
         torch.save(IResNet(layers).state_dict(), tmp / f"{depth}.pth")
         enc = get_encoder(f"arcface-{depth}:{tmp / f'{depth}.pth'}", device=device)
@@ -80,6 +81,7 @@ def main() -> int:
         enc.encode(b112[:2])
         _, t = timed(enc.encode, b112)
         rows.append({"stage": f"encode arcface-{depth} (512-d, {device})", "items": len(b112), "unit": "face", "seconds": t})
+    shutil.rmtree(tmp, ignore_errors=True)
 
     photos = [Photo(p, str(p)) for p in paths]
     for workers in sorted({0, args.workers}):

@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 from .errors import GalleryError, InvalidInputError
 from .index import IndexSpec, VectorIndex, choose_index_spec, training_sample
 from .store import IndexInfo, Manifest, ShardStore, write_manifest
-from .store.files import sha256_file
+from .store.files import erase_file, sha256_file
 from .store.journal import Journal, clear_journal, read_journal, write_journal
+from .store.reports import erase_reports, report_path
 from .types import Records
 from .vectors import as_labels
 
@@ -287,6 +288,8 @@ class Enrolment:
         new.next_file = journal.next_file
         new.index = save_index(self.root, index, new, trained_on)
         commit(self.root, new, self.old)
+        if self.replace:  # the replaced gallery's reports name its photos and people
+            erase_reports(self.root, keep=report_path(self.root, new.generation))
         if journal.trained_index:
             (self.root / journal.trained_index).unlink(missing_ok=True)
         return new
@@ -404,7 +407,7 @@ def enrol_photos(
     Rerunning the same build after an interruption skips the photos whose faces are already in shards.
     """
     from .embed import embed_photos
-    from .store.reports import append_source_log, erase_source_logs, read_source_log, report_path, source_log_path, write_report
+    from .store.reports import append_source_log, erase_source_logs, read_source_log, source_log_path, write_report
 
     if faces not in FACE_POLICIES:
         raise InvalidInputError(f"faces must be one of {', '.join(FACE_POLICIES)}, got {faces!r}")
@@ -415,7 +418,7 @@ def enrol_photos(
         log = source_log_path(root, run.key)
         erase_source_logs(root, keep=log)
         if run.rows_written == 0:
-            log.unlink(missing_ok=True)
+            erase_file(log)
         done = run.written_sources()
         todo = [p for p in photos.photos if p.source not in done]
         if done:
@@ -443,5 +446,5 @@ def enrol_photos(
                   "ignored": [{"file": f, "reason": why} for f, why in photos.ignored]}
         write_report(report_path(root, base.generation + 1), report)
         manifest = run.commit()
-        log.unlink(missing_ok=True)
+        erase_file(log)
     return manifest, report

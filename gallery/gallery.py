@@ -107,18 +107,8 @@ class Gallery:
         x = as_embeddings(vectors)
         batch = records_batch(x, identities, sources, face_index)
         choose_index_spec(len(x), x.shape[1], index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
-        old = None
-        if manifest_path(root).is_file():
-            if not overwrite:
-                raise GalleryError(
-                    f"{root}: already holds a gallery; add to it with Gallery.open(...).add_vectors, or pass overwrite=True"
-                )
-            old = read_manifest(root)
-        elif root.exists() and not root.is_dir():
-            raise InvalidInputError(f"{root}: exists and is not a folder")
-        base = Manifest(model=model, dim=x.shape[1], shard_format=shard_format, rows_per_shard=rows_per_shard)
-        if old is not None:
-            base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
+        base, old = _new_manifest(root, overwrite, "Gallery.open(...).add_vectors", model=model, dim=x.shape[1],
+                                  shard_format=shard_format, rows_per_shard=rows_per_shard)
         index_params = dict(kind=index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
         enrol_batch(root, base, old, batch, replace=True, index_params=index_params, gpu=gpu, progress=progress)
         return cls.open(root, gpu=gpu)
@@ -186,16 +176,10 @@ class Gallery:
         found = list_photos(photos)
         if not found.photos:
             raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
-        old = None
-        if manifest_path(root).is_file():
-            if not overwrite:
-                raise GalleryError(f"{root}: already holds a gallery; add photos with `gallery add`, or pass overwrite=True")
-            old = read_manifest(root)
         encoder = get_encoder(model, device=device)
-        base = Manifest(model=encoder.name, dim=encoder.dim, shard_format=shard_format, rows_per_shard=rows_per_shard,
-                        model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
-        if old is not None:
-            base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
+        base, old = _new_manifest(root, overwrite, "`gallery add` (Gallery.add_photos)", model=encoder.name,
+                                  dim=encoder.dim, shard_format=shard_format, rows_per_shard=rows_per_shard,
+                                  model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
         _, report = enrol_photos(root, base, old, found, encoder, replace=True, faces=faces,
                                  detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
                                  index_params={"kind": index}, gpu=gpu, progress=progress)
@@ -624,6 +608,24 @@ class Gallery:
             if suggested is not None and suggested.kind != m.index.kind:
                 out["index"]["advice"] = f"at {len(self)} vectors the auto rule picks {suggested.kind}; run `gallery rebuild-index`"
         return out
+
+
+def _new_manifest(root: Path, overwrite: bool, add_with: str, **fields) -> tuple[Manifest, Optional[Manifest]]:
+    """The manifest a new gallery in ``root`` starts from, and the one it replaces (``overwrite``) if any.
+
+    File and id numbering continue the old gallery's, so none of its files is overwritten in place.
+    """
+    old = None
+    if manifest_path(root).is_file():
+        if not overwrite:
+            raise GalleryError(f"{root}: already holds a gallery; add to it with {add_with}, or pass overwrite=True")
+        old = read_manifest(root)
+    elif root.exists() and not root.is_dir():
+        raise InvalidInputError(f"{root}: exists and is not a folder")
+    base = Manifest(**fields)
+    if old is not None:
+        base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
+    return base, old
 
 
 def _detector_options(method: str, landmarks: Optional[int], upsample: Optional[int], max_side: Optional[int]) -> dict:

@@ -183,6 +183,19 @@ def test_remove_erases_the_identity_from_reports(tmp_path):
     assert not list((tmp_path / "g").glob("*.old"))
 
 
+def test_overwrite_erases_the_replaced_gallerys_reports(tmp_path):
+    g = Gallery.from_photos(FACES / "gallery", tmp_path / "g", workers=0, progress=False)
+    assert [p.name for p in (tmp_path / "g").glob("report-*.json")] == ["report-000001.json"]
+    Gallery.from_vectors(np.eye(4, 16, dtype=np.float32), list("abcd"), g.root, overwrite=True, progress=False)
+    assert list((tmp_path / "g").glob("report-*.json")) == []
+    one = tmp_path / "one" / "obama"
+    one.mkdir(parents=True)
+    shutil.copy(FACES / "gallery" / "obama" / "obama.jpg", one)
+    g = Gallery.from_photos(tmp_path / "one", tmp_path / "g", overwrite=True, workers=0, progress=False)
+    (report,) = (tmp_path / "g").glob("report-*.json")
+    assert "rose_leslie" not in report.read_text() and g.identities == ["obama"]
+
+
 def test_cli_build_then_query_with_the_default_gallery(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GALLERY_DIR", raising=False)

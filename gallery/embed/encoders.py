@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..vectors import as_embeddings
 from .align import ARCFACE_CHIP, DLIB_CHIP, ChipSpec
 
 DEFAULT_MODEL = "dlib-resnet"
@@ -135,8 +136,7 @@ class HeadOnEncoder(Encoder):
         self.fingerprint = _digest(self.name, base.fingerprint, weights)
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
-        x = self.base.encode(chips)
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = as_embeddings(self.base.encode(chips), dim=self.base.dim, what=f"{self.base.name} embeddings")
         with self._torch.inference_mode():
             return self.head(self._torch.from_numpy(x.astype(np.float32))).numpy().astype(np.float32)
 

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
+from ..vectors import as_embeddings
 from .align import ChipSpec, align_face
 from .detect import Face, FaceDetector
 from .encoders import Encoder
@@ -159,11 +160,12 @@ def embed_photos(
 
 def _encode(pending: list[AlignedPhoto], encoder: Encoder) -> Iterator[EmbeddedPhoto]:
     chips = [p.chips for p in pending if len(p.chips)]
-    vectors = encoder.encode(np.concatenate(chips)) if chips else np.empty((0, encoder.dim), np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors = vectors / np.maximum(norms, 1e-12)
+    if chips:
+        vectors = as_embeddings(encoder.encode(np.concatenate(chips)), dim=encoder.dim, what=f"{encoder.name} embeddings")
+    else:
+        vectors = np.empty((0, encoder.dim), np.float32)
     at = 0
     for p in pending:
         n = len(p.chips)
-        yield EmbeddedPhoto(p.photo, p.faces, vectors[at : at + n].astype(np.float32), p.error)
+        yield EmbeddedPhoto(p.photo, p.faces, vectors[at : at + n], p.error)
         at += n

@@ -11,7 +11,8 @@ The rule behind ``kind="auto"``:
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
 sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
-lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 4``; and
+lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 4`` (at least 16,
+at most nlist); and
 ``rerank = 4``: ``4 * k`` candidates get exact scores.
 
 Why so many probes: a probe and its mate's images have cosine around 0.6, far less than in typical

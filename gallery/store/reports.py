@@ -61,6 +61,12 @@ def erase_source_logs(root: Path, keep: Optional[Path] = None) -> None:
             erase_file(p)
 
 
+def erase_reports(root: Path, keep: Optional[Path] = None) -> None:
+    for p in Path(root).glob(REPORT_GLOB):
+        if keep is None or p != keep:
+            erase_file(p)
+
+
 def scrub_reports(root: Path, identities: set[str]) -> None:
     """Rewrite every report without the entries of removed identities (their file names are personal data)."""
     for path in sorted(Path(root).glob(REPORT_GLOB)):

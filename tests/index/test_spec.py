@@ -94,7 +94,8 @@ def test_default_ivfpq_parameters_are_always_buildable(n, d):
     assert spec.nlist >= 1 and spec.nlist & (spec.nlist - 1) == 0  # a power of two
     assert spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n
     assert d % spec.pq_m == 0
-    assert 1 <= spec.nprobe <= spec.nlist and spec.rerank >= 1
+    assert spec.nprobe == min(max(16, spec.nlist // 4), spec.nlist)  # a quarter of the lists, at least 16
+    assert spec.rerank == 4
     assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
 
 
