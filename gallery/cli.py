@@ -391,7 +391,8 @@ def _photo_options(f):
 @click.argument("photos", type=click.Path(exists=True, path_type=Path))
 @_gallery_option("-o")
 @click.option("--model", default=DEFAULT_ENCODER, show_default=True,
-              help="Encoder: dlib-resnet (shipped), arcface-r18|r34|r50|r100:WEIGHTS.pth, or torchscript:FILE.pt.")
+              help="Encoder: dlib-resnet (shipped; torch, batched, CPU or GPU), dlib-resnet-native (the same model run by dlib), "
+                   "arcface-r18|r34|r50|r100:WEIGHTS.pth, or torchscript:FILE.pt.")
 @click.option("--faces", type=click.Choice(FACE_POLICIES), default="largest", show_default=True,
               help="Photos with several faces: enrol the largest, all of them, or skip the photo (single).")
 @click.option("--landmarks", type=click.Choice(["5", "68"]), help="Landmark model (default: what the model's chip needs).")

