@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..vectors import as_embeddings
-from .align import ChipSpec, align_face
+from .align import ChipSpec, align_faces
 from .detect import Face, FaceDetector
 from .encoders import Encoder
 from .images import Photo, load_image
@@ -79,7 +79,7 @@ def _detect(photo: Photo) -> AlignedPhoto:
     try:
         image = load_image(photo.path)
         faces = _WORKER["detector"].detect(image)
-        chips = np.stack([align_face(image, f, chip) for f in faces]) if faces else np.empty((0, chip.size, chip.size, 3), np.uint8)
+        chips = align_faces(image, faces, chip)
         return AlignedPhoto(photo, faces, chips)
     except InvalidInputError as e:
         return AlignedPhoto(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), str(e))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from gallery.embed import ARCFACE_CHIP, DLIB_CHIP, FaceDetector, align_face, load_image, similarity_transform
-from gallery.embed.align import ARCFACE_TEMPLATE, five_points, warp_affine
+from gallery.embed import ARCFACE_CHIP, DLIB_CHIP, FaceDetector, align_face, extract_chips, load_image, similarity_transform
+from gallery.embed.align import ARCFACE_TEMPLATE, DLIB_POINTS_OF_68, ChipSpec, _pyramid_levels, dlib_chip_transform, five_points
 from gallery.errors import InvalidInputError
 
 
@@ -25,13 +25,43 @@ def test_similarity_transform_never_reflects():
     assert np.linalg.det(m[:, :2]) > 0
 
 
-def test_warp_moves_a_known_pixel():
-    image = np.zeros((50, 50, 3), np.uint8)
+def test_chip_pixel_shows_the_image_point_its_transform_names():
+    image = np.full((50, 50, 3), 100, np.uint8)
     image[10, 20] = 255
-    m = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 7.0]])  # shift by (+5, +7)
-    out = warp_affine(image, m, 50)
-    y, x = np.unravel_index(out[..., 0].argmax(), out.shape[:2])
+    shift = np.array([[1.0, 0.0, -5.0], [0.0, 1.0, -7.0]])  # chip (x, y) shows image (x - 5, y - 7)
+    half = np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]])  # chip (x, y) shows image (x / 2, y / 2)
+    moved, zoomed = extract_chips(image, [shift, half], 120)
+    y, x = np.unravel_index(moved[..., 0].argmax(), moved.shape[:2])
     assert (x, y) == (25, 17)
+    assert zoomed[20, 40, 0] == 255 and zoomed[21, 40, 0] == 177  # halfway to the grey, rounded down
+    assert (moved[7:56, 5:54] > 0).all()  # image columns 0..48, rows 0..48 have a right and lower neighbour
+    assert (moved[:, :5] == 0).all() and (moved[:, 54:] == 0).all() and (moved[56:] == 0).all()  # outside: black
+    assert (zoomed[98:] == 0).all() and (zoomed[:98, :98] > 0).all()
+
+
+def test_dlib_chip_is_dlibs_own_chip_on_every_face(every_face):
+    """Cut without dlib, pixel for pixel the chip dlib's get_face_chip makes, large faces included."""
+    assert len(every_face) >= 25
+    for path, face, native, ours in every_face:
+        diff = np.abs(native.astype(int) - ours.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, f"{path}: mean difference {diff.mean():.3f}"
+    levels = [_pyramid_levels(float(np.hypot(*dlib_chip_transform(f.landmarks)[:, 0])), 150) for _, f, _, _ in every_face]
+    assert max(levels) >= 1 and min(levels) == 0  # both paths ran: direct sampling and dlib's pyramid
+
+
+def test_dlib_chip_from_68_landmarks_uses_the_same_five_points(faces_dir):
+    image = load_image(faces_dir / "misc" / "obama-480p.jpg")
+    five = FaceDetector("hog", landmarks=5).detect(image)[0].landmarks
+    sixty_eight = FaceDetector("hog", landmarks=68).detect(image)[0].landmarks
+    assert np.abs(sixty_eight[DLIB_POINTS_OF_68] - five).max() < 6  # the same eye corners and nose base
+    m5, m68 = dlib_chip_transform(five), dlib_chip_transform(sixty_eight)
+    corners = np.array([[0, 0, 1], [149, 0, 1], [0, 149, 1], [149, 149, 1]], float)
+    assert np.abs(corners @ m5.T - corners @ m68.T).max() < 8
+
+
+def test_only_dlibs_chip_can_be_cut_by_dlib():
+    with pytest.raises(InvalidInputError, match="only dlib's chip"):
+        ChipSpec("arcface", 112, 0.0, native=True)
 
 
 def test_arcface_chip_puts_the_five_points_on_the_template(faces_dir):
