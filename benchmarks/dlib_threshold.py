@@ -1,11 +1,13 @@
-"""Measure the default open-set threshold of the ``dlib-resnet`` model on the labelled real photos.
+"""Measure the default open-set threshold of dlib's ResNet on the labelled real photos, for both ports.
 
 Every single-face photo of ``../shared/faces`` (gallery, probes and misc, labels from labels.csv) is
 embedded with the shipped pipeline; all pairs of photos of the same person are genuine, all pairs of
 different people (the unenrolled person included) impostors. The script prints the score
 distributions, the equal-error-rate threshold, and the zero-error interval [max impostor, min genuine],
 and writes them to ``benchmarks/results/dlib_threshold.json``. The default threshold in
-``gallery.search.MODEL_THRESHOLDS`` is the midpoint of that interval, rounded to 0.01.
+``gallery.search.MODEL_THRESHOLDS`` is the midpoint of that interval, rounded to 0.01. Both
+``dlib-resnet`` (torch) and ``dlib-resnet-native`` (dlib) are measured in the same run: the same
+model on the same chips, so their intervals must agree.
 
 The set is small (tens of pairs), so this is a sanity-checked starting point, not a calibration:
 for a real gallery run ``gallery calibrate`` at a target FPIR.
@@ -41,8 +43,8 @@ def labelled_photos() -> list[Photo]:
     return photos
 
 
-def main() -> int:
-    embedded = [e for e in embed_photos(labelled_photos(), get_encoder(), workers=2, progress=False) if e.n_faces == 1]
+def measure(model: str) -> dict:
+    embedded = [e for e in embed_photos(labelled_photos(), get_encoder(model), workers=2, progress=False) if e.n_faces == 1]
     x = np.stack([e.vectors[0] for e in embedded])
     who = np.array([e.photo.identity for e in embedded])
     s = x @ x.T
@@ -63,8 +65,13 @@ def main() -> int:
         "eer_threshold": float(eer_t),
         "zero_error_interval": [lo, hi],
         "suggested_threshold": round((lo + hi) / 2, 2) if hi > lo else None,
-        "machine": platform.platform(),
     }
+    return out
+
+
+def main() -> int:
+    out = {model: measure(model) for model in ("dlib-resnet", "dlib-resnet-native")}
+    out["machine"] = platform.platform()
     print(json.dumps(out, indent=1))
     (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
     (REPO / "benchmarks" / "results" / "dlib_threshold.json").write_text(json.dumps(out, indent=1) + "\n")

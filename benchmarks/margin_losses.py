@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from gallery.train import DigitsCNN, class_split, evaluate, fit, make_loss, seed_everything  # noqa: E402
+from gallery.train import DigitsCNN, class_split, fit, make_loss, seed_everything  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -80,6 +80,19 @@ def test_every_labelled_probe_is_answered_right(built, path, who):
         assert [m.score for m in r.matches] == sorted((m.score for m in r.matches), reverse=True)
 
 
+def test_identification_is_the_same_with_dlibs_own_encoder(built, photo_folder, tmp_path):
+    """The torch port answers every labelled probe exactly as dlib's native descriptor does."""
+    native = Gallery.from_photos(photo_folder, tmp_path / "native", model="dlib-resnet-native", workers=2, progress=False)
+    assert native.model == "dlib-resnet-native" and native.identities == built.identities
+    paths = [FACES / path for path, _ in labelled_probes()]
+    for ours, theirs in zip(built.search_images(paths, k=5), native.search_images(paths, k=5)):
+        assert len(ours.faces) == len(theirs.faces) and ours.faces, ours.source
+        for a, b in zip(ours.faces, theirs.faces):
+            assert a.box == b.box and a.identity == b.identity, ours.source
+            assert [m.identity for m in a.result.matches] == [m.identity for m in b.result.matches], ours.source
+            np.testing.assert_allclose([m.score for m in a.result.matches], [m.score for m in b.result.matches], atol=1e-4)
+
+
 def test_the_dlib_default_threshold_separates_the_labelled_pairs():
     """The measured default (benchmarks/dlib_threshold.py) lies between every impostor and every genuine pair."""
     from gallery.embed import Photo, embed_photos, get_encoder

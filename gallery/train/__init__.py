@@ -3,17 +3,7 @@
 >>> from gallery.train import ArcFaceLoss, fit
 >>> loss = ArcFaceLoss(num_classes, dim=64, s=30.0, m=0.5)     # doctest: +SKIP
 >>> result = fit(model, loss, (x, y), (x_val, y_val))          # doctest: +SKIP
-
-Needs PyTorch, which gallery does not install for you (pick the CPU or CUDA build that suits the machine).
 """
-
-try:
-    import torch  # noqa: F401
-except ImportError as e:  # pragma: no cover - exercised only without torch
-    raise ImportError(
-        "gallery.train needs PyTorch: install it with `pip install torch` "
-        "(see https://pytorch.org/get-started/locally/ for the CPU or CUDA build)"
-    ) from e
 
 from .data import LabelledData, Split, class_split, encode_labels, load_labelled_vectors, pk_batches, shuffled_batches
 from .export import NormalizedEncoder, export_encoder, load_encoder, read_encoder_metadata

@@ -2,7 +2,6 @@
 and what comes out plugs into `gallery build --model torchscript:...`."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
