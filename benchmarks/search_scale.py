@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import faiss
 import numpy as np
@@ -39,14 +40,18 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def measure(n: int, d: int, n_queries: int, fractions: list[float], work: Path, seed: int = 0) -> list[dict]:
-    data = synthetic_gallery(n // IMAGES_PER_IDENTITY, IMAGES_PER_IDENTITY, d, genuine=GENUINE, seed=seed)
+def measure(n: int, d: int, n_queries: int, fractions: list[float], work: Path, seed: int = 0,
+            noise_decay: Optional[float] = None, index_params: Optional[dict] = None) -> list[dict]:
+    data = synthetic_gallery(n // IMAGES_PER_IDENTITY, IMAGES_PER_IDENTITY, d, genuine=GENUINE, seed=seed,
+                             noise_decay=noise_decay)
     xq, truth = synthetic_probes(data, n_queries, 0, seed=seed + 1)
     rows = []
     galleries = {}
     for kind in ("flat", "ivfpq"):
         t = time.perf_counter()
-        galleries[kind] = Gallery.from_vectors(data.vectors, data.identities, work / kind, index=kind, progress=False)
+        params = (index_params or {}) if kind == "ivfpq" else {}
+        galleries[kind] = Gallery.from_vectors(data.vectors, data.identities, work / kind, index=kind, progress=False,
+                                               **params)
         build_s = time.perf_counter() - t
         info = galleries[kind].info()
         galleries[kind].search(xq[:50], k=10)  # warm up (page cache, threads)
@@ -110,6 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "search_scale.json")
     p.add_argument("--work", type=Path, default=None, help="scratch folder for the galleries (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="20k x 128, 200 queries: a smoke run")
+    p.add_argument("--noise-decay", type=float, default=None,
+                   help="shape of within-identity variation (synthetic_gallery's noise_decay; default: the spectrum's)")
+    p.add_argument("--index-params", default="", help="ivfpq parameters as JSON, e.g. '{\"nprobe\": 64}'")
     a = p.parse_args(argv)
     sizes = [20_000] if a.quick else [int(s) for s in a.sizes.split(",")]
     dims = [128] if a.quick else [int(s) for s in a.dims.split(",")]
@@ -121,14 +129,16 @@ def main(argv=None) -> int:
             work = Path(tempfile.mkdtemp(prefix="search-scale-", dir=a.work))
             try:
                 t = time.perf_counter()
-                rows += measure(n, d, queries, fractions, work)
+                rows += measure(n, d, queries, fractions, work, noise_decay=a.noise_decay,
+                                index_params=json.loads(a.index_params) if a.index_params else None)
                 print(f"n={n:,} d={d}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             print(table([r for r in rows if r["n"] == n and r["d"] == d]), flush=True)
     meta = {"machine": platform.platform(), "processor": platform.processor(), "cpus": faiss.omp_get_max_threads(),
             "faiss": faiss.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "images_per_identity": IMAGES_PER_IDENTITY, "genuine": GENUINE, "k": 10}
+            "images_per_identity": IMAGES_PER_IDENTITY, "genuine": GENUINE, "k": 10, "noise_decay": a.noise_decay,
+            "index_params": a.index_params or None}
     if not a.quick:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

@@ -3,16 +3,22 @@
 Real face embeddings are not isotropic: their variance decays across directions, which widens the
 impostor score distribution far beyond the 1/sqrt(d) of random vectors. Here identity centres are drawn
 from a Gaussian whose variance along direction j is proportional to (j + 1) ** -spectrum_decay, and each
-image is its centre plus noise of the same shape, scaled so two images of one identity have cosine
+image is its centre plus noise (by default of the same shape), scaled so two images of one identity have cosine
 ``genuine`` on average. With the default decay 0.5 impostor scores have a standard deviation of about
 0.11 at d=128 and 0.06 at d=512, genuine scores centre on ``genuine`` with a spread set by
 ``genuine_spread``.
+
+How an identity's images vary is a separate choice, ``noise_decay``: by default the noise has the
+identity spectrum's shape, so images wander most along the directions that also tell identities
+apart (the hard case for an inverted file, whose cells follow those directions); ``noise_decay=0``
+spreads it evenly over all directions, as within-identity variation that the top directions do not
+carry. Both give the same mean genuine cosine; they differ in how stable an image's IVF cell is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -30,6 +36,7 @@ class SyntheticSet:
     identities: np.ndarray
     centres: np.ndarray
     scale: np.ndarray
+    noise_shape: np.ndarray
     noise: float
     genuine_spread: float
     seed: int
@@ -61,11 +68,13 @@ def synthetic_gallery(
     genuine: float = 0.6,
     genuine_spread: float = 0.25,
     spectrum_decay: float = 0.5,
+    noise_decay: Optional[float] = None,
     seed: int = 0,
 ) -> SyntheticSet:
     """Draw ``n_identities`` identities with ``images_per_identity`` images each (an int, or a (lo, hi) range).
 
-    ``genuine`` is the mean cosine between two images of one identity, in (0, 1).
+    ``genuine`` is the mean cosine between two images of one identity, in (0, 1); ``noise_decay``
+    (default: ``spectrum_decay``) shapes how its images vary around it.
     """
     if not 0.0 < genuine < 1.0:
         raise InvalidInputError(f"genuine must lie in (0, 1), got {genuine}")
@@ -73,6 +82,8 @@ def synthetic_gallery(
         raise InvalidInputError(f"need n_identities >= 1 and dim >= 2, got {n_identities} and {dim}")
     rng = np.random.default_rng(seed)
     scale = ((np.arange(dim) + 1.0) ** (-spectrum_decay / 2)).astype(np.float32)
+    noise_decay = spectrum_decay if noise_decay is None else noise_decay
+    noise_shape = ((np.arange(dim) + 1.0) ** (-noise_decay / 2)).astype(np.float32)
     centres = np.empty((n_identities, dim), np.float32)
     for s in range(0, n_identities, CHUNK):
         m = min(CHUNK, n_identities - s)
@@ -85,10 +96,10 @@ def synthetic_gallery(
     owner = np.repeat(np.arange(n_identities), counts)
     # two images at noise sigma each have cosine ~ 1 / (1 + sigma^2)
     noise = float(np.sqrt(1.0 / genuine - 1.0))
-    vectors = _images(centres[owner], scale, noise, genuine_spread, rng)
+    vectors = _images(centres[owner], noise_shape, noise, genuine_spread, rng)
     width = len(str(n_identities - 1))
     labels = np.asarray([f"id-{i:0{width}d}" for i in range(n_identities)], dtype=object)
-    return SyntheticSet(vectors, labels[owner], centres, scale, noise, genuine_spread, seed)
+    return SyntheticSet(vectors, labels[owner], centres, scale, noise_shape, noise, genuine_spread, seed)
 
 
 def synthetic_probes(data: SyntheticSet, n_mated: int, n_nonmated: int = 0, *, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +113,9 @@ def synthetic_probes(data: SyntheticSet, n_mated: int, n_nonmated: int = 0, *, s
         labels_of.setdefault(lab, len(labels_of))
     names = np.asarray(list(labels_of), dtype=object)
     who = rng.integers(0, len(data.centres), size=n_mated)
-    mated = _images(data.centres[who], data.scale, data.noise, data.genuine_spread, rng)
+    mated = _images(data.centres[who], data.noise_shape, data.noise, data.genuine_spread, rng)
     strangers = _unit(rng.standard_normal((n_nonmated, data.dim), dtype=np.float32) * data.scale)
-    nonmated = _images(strangers.astype(np.float32), data.scale, data.noise, data.genuine_spread, rng)
+    nonmated = _images(strangers.astype(np.float32), data.noise_shape, data.noise, data.genuine_spread, rng)
     vectors = np.concatenate([mated, nonmated]).astype(np.float32)
     labels = np.concatenate([names[who], np.full(n_nonmated, None, dtype=object)])
     return vectors, labels

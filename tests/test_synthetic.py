@@ -111,3 +111,18 @@ def test_only_non_mated_or_only_mated_probes():
 def test_bad_parameters(args, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         synthetic_gallery(*args, **kwargs)
+
+
+def test_noise_shape_is_a_separate_choice_with_the_same_genuine_mean():
+    spread = synthetic_gallery(300, 3, 128, genuine=0.6, seed=5)
+    even = synthetic_gallery(300, 3, 128, genuine=0.6, noise_decay=0.0, seed=5)
+    np.testing.assert_array_equal(spread.noise_shape, spread.scale)  # default: noise shaped like identities
+    assert np.ptp(even.noise_shape) == 0  # evenly over all directions
+    for data in (spread, even):
+        x = data.vectors
+        genuine = (x[0::3] * x[1::3]).sum(1)
+        assert abs(genuine.mean() - 0.6) < 0.05
+    # even noise leaves more of an image's variation outside the leading directions
+    top = slice(0, 8)
+    lead = lambda d: float(np.mean(((d.vectors[0::3] - d.vectors[1::3])[:, top] ** 2).sum(1)))
+    assert lead(even) < lead(spread)
