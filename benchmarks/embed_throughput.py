@@ -54,12 +54,13 @@ def encoder_rows(chips: np.ndarray, devices: list[str], seconds: float) -> tuple
             raise SystemExit(f"torch and dlib disagree on {device}: min cosine {cosine.min():.6f}")
         for batch in (1, 32, 256):
             port.batch_size = batch
-            pool = np.concatenate([chips] * (batch // len(chips) + 2))[: max(batch, 2 * len(chips))]
-            port.encode(pool[:batch])  # warm-up: kernels chosen, memory allocated
+            pool = np.concatenate([chips] * (batch // len(chips) + 2))
+            run = pool[: max(batch, 2 * len(chips) // batch * batch)]  # whole batches only
+            port.encode(run[:batch])  # warm-up: kernels chosen, memory allocated
             done, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
-                port.encode(pool[: max(batch, len(pool) // batch * batch)])
-                done += max(batch, len(pool) // batch * batch)
+                port.encode(run)
+                done += len(run)
             t = time.perf_counter() - start
             rows.append({"stage": f"encode dlib-resnet (torch, {device}, batch {batch})", "items": done, "unit": "face",
                          "seconds": t, "min_cosine_to_dlib": float(cosine.min())})

@@ -188,9 +188,7 @@ def extract_chips(image: np.ndarray, transforms: Sequence[np.ndarray], size: int
     h, w = image.shape[:2]
     for i in np.flatnonzero(levels > 0):
         corners = points[i][[0, 0, -1, -1], [0, -1, 0, -1]]
-        grow = 2.0
-        for _ in range(levels[i]):
-            grow = grow * 2 + 2
+        grow = 2.0 ** (levels[i] + 2) - 2  # dlib's border: 2 px, doubled plus 2 per pyramid level
         left, top = (int(np.round(max(corners[:, k].min() - grow, 0))) for k in (0, 1))
         right = int(np.round(min(corners[:, 0].max() + grow, w - 1)))
         bottom = int(np.round(min(corners[:, 1].max() + grow, h - 1)))
