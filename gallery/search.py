@@ -87,12 +87,14 @@ def _match(name, score, ids, scores) -> Match:
 
 def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, names: np.ndarray, k: int) -> list[list[Match]]:
     """Group each row's records by identity in numpy; rows are sorted best first, so a group's first
-    record is its best. Only the k winning groups per query become Python objects."""
+    record is its best. Only the k winning groups per query become Python objects, built from lists
+    converted once (per-element numpy access costs more than the ranking itself)."""
     nq, kr = I.shape
     codes = np.where(I >= 0, identity_of[np.maximum(I, 0)], -1)
     q_of, pos = np.nonzero(codes >= 0)
+    out: list[list[Match]] = [[] for _ in range(nq)]
     if len(q_of) == 0:  # no query found any record (e.g. an ivfpq search probed only empty cells)
-        return [[] for _ in range(nq)]
+        return out
     key = q_of * len(names) + codes[q_of, pos]
     order = np.lexsort((pos, key))
     key, q_of, pos = key[order], q_of[order], pos[order]
@@ -102,10 +104,12 @@ def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, 
     g_order = np.lexsort((g_first, g_q))  # per query, groups by their best record's rank
     g_q_sorted = g_q[g_order]
     rank_in_q = np.arange(len(g_order)) - np.searchsorted(g_q_sorted, g_q_sorted)
-    out: list[list[Match]] = [[] for _ in range(nq)]
-    for g in g_order[rank_in_q < k]:
-        q, cols = int(g_q[g]), pos[starts[g] : ends[g]]
-        out[q].append(_match(names[codes[q, cols[0]]], D[q, cols[0]], I[q, cols], D[q, cols]))
+    won = g_order[rank_in_q < k]
+    ids = I[q_of, pos].tolist()
+    scores = D[q_of, pos].astype(np.float64).tolist()
+    winners = names[codes[g_q[won], g_first[won]]].tolist()
+    for q, s, e, name in zip(g_q[won].tolist(), starts[won].tolist(), ends[won].tolist(), winners):
+        out[q].append(Match(str(name), scores[s], tuple(ids[s:e]), tuple(scores[s:e])))
     return out
 
 

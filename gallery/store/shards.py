@@ -63,12 +63,11 @@ class VectorTable:
         """Vectors of ``ids`` (any shape), zeros where an id is -1 or unknown; shape ids.shape + (d,)."""
         ids = np.asarray(ids, dtype=np.int64)
         pos = self.positions(ids.reshape(-1))
-        out = np.zeros((len(pos), self.dim), dtype=np.float32)
-        found = np.flatnonzero(pos >= 0)
-        order = found[np.argsort(pos[found], kind="stable")]  # shard by shard, rows ascending: sequential reads
-        bounds = np.searchsorted(pos[order], self._offsets)
+        out = np.empty((len(pos), self.dim), dtype=np.float32)
+        out[pos < 0] = 0
+        shard = np.searchsorted(self._offsets, pos, side="right") - 1
         for s, mat in enumerate(self._mats):
-            sel = order[bounds[s] : bounds[s + 1]]
+            sel = np.flatnonzero((shard == s) & (pos >= 0))
             if len(sel):
                 out[sel] = mat[pos[sel] - self._offsets[s]]
         return out.reshape(ids.shape + (self.dim,))

@@ -95,7 +95,7 @@ def test_default_ivfpq_parameters_are_always_buildable(n, d):
     assert spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n
     assert d % spec.pq_m == 0
     assert spec.nprobe == min(max(16, spec.nlist // 4), spec.nlist)  # a quarter of the lists, at least 16
-    assert spec.rerank == 4
+    assert spec.rerank == 2
     assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
 
 
