@@ -29,7 +29,7 @@ from .enrolment import (
 )
 from .errors import GalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, VectorIndex, build_index, choose_index_spec, training_sample
-from .search import decide, rank_identities, resolve_threshold
+from .search import IdentitySearcher, decide, resolve_threshold
 from .store import Manifest, ShardStore, read_manifest, write_manifest
 from .store.files import sha256_file
 from .store.manifest import manifest_path
@@ -42,8 +42,6 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "external"
 DEFAULT_ROWS_PER_SHARD = 100_000
-#: First guess of records per identity to fetch when ranking k identities; widened when too few.
-RECORDS_PER_IDENTITY_GUESS = 4
 
 
 class Gallery:
@@ -194,14 +192,10 @@ class Gallery:
         id_lists, label_lists = self._store.labels(m.shards)
         ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
         labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
-        self._names, codes = np.unique(labels.astype(str), return_inverse=True) if len(labels) else (np.empty(0, str), np.empty(0, np.int64))
-        self._identity_of = np.full(max(m.next_id, 1), -1, dtype=np.int32)
-        self._identity_of[ids] = codes
-        self._record_ids = ids
-        self._codes = codes.astype(np.int32)
-        self._records_of = None
         self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
-        self._index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
+        index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
+        self._searcher = IdentitySearcher(index, self._vectors, ids, labels, m.next_id)
+        self._names, self._codes, self._record_ids = self._searcher.names, self._searcher.codes, self._searcher.record_ids
 
     def _manifest_stamp(self) -> Optional[tuple[int, int]]:
         try:
@@ -300,42 +294,8 @@ class Gallery:
             self._reload()
         xq = as_embeddings(queries, dim=self.dim, what="queries")
         t, source = self.threshold(threshold)
-        if self._index is None or len(self) == 0:
-            return decide([[] for _ in range(len(xq))], t, source)
-        n_ids = len(self._names)
-        k_ids = min(int(k), n_ids)
-        kr = min(len(self), k_ids * RECORDS_PER_IDENTITY_GUESS)
-        D, I = self._index.search(xq, kr, nprobe=nprobe, rerank=rerank, vectors=self._vectors)
-        rescore = self._rescore(xq) if aggregate == "mean" else None
-        ranked = rank_identities(D, I, self._identity_of, self._names, k_ids, aggregate=aggregate, top_n=top_n, rescore=rescore)
-        short = [q for q, m in enumerate(ranked) if len(m) < k_ids]
-        while short and kr < len(self):
-            kr = min(len(self), kr * 4)
-            rows = np.asarray(short)
-            D, I = self._index.search(xq[rows], kr, nprobe=nprobe, rerank=rerank, vectors=self._vectors)
-            sub_rescore = self._rescore(xq[rows]) if aggregate == "mean" else None
-            again = rank_identities(D, I, self._identity_of, self._names, k_ids, aggregate=aggregate, top_n=top_n, rescore=sub_rescore)
-            for q, m in zip(short, again):
-                ranked[q] = m
-            short = [q for q in short if len(ranked[q]) < k_ids]
+        ranked = self._searcher.rank(xq, k, nprobe=nprobe, rerank=rerank, aggregate=aggregate, top_n=top_n)
         return decide(ranked, t, source)
-
-    def _rescore(self, xq: np.ndarray):
-        """Exact scores of every record of given identities, for mean-of-top-n ranking."""
-        if self._records_of is None:
-            order = np.argsort(self._codes, kind="stable")
-            bounds = np.searchsorted(self._codes[order], np.arange(len(self._names) + 1))
-            self._records_of = [self._record_ids[order[bounds[c] : bounds[c + 1]]] for c in range(len(self._names))]
-
-        def rescore(q: int, codes: list[int]):
-            out = []
-            for c in codes:
-                ids = self._records_of[c]
-                scores = self._vectors.gather(ids) @ xq[q]
-                out.append((c, ids.tolist(), scores.tolist()))
-            return out
-
-        return rescore
 
     # ------------------------------------------------------------------ changes
 
@@ -584,8 +544,9 @@ class Gallery:
         m = self.manifest
         t, source = self.threshold()
         disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        index_ram = self._index.memory_bytes() if self._index is not None else 0
-        labels_ram = self._identity_of.nbytes + self._record_ids.nbytes + self._codes.nbytes + sum(len(s) for s in self._names)
+        index = self._searcher.index
+        index_ram = index.memory_bytes() if index is not None else 0
+        labels_ram = self._searcher.memory_bytes() - index_ram
         out = {
             "path": str(self.root),
             "format_version": m.format_version,

@@ -7,7 +7,7 @@ score is its best image's cosine score (``aggregate="max"``); ``aggregate="mean"
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -15,6 +15,8 @@ from .errors import InvalidInputError
 from .types import Match, SearchResult
 
 AGGREGATES = ("max", "mean")
+#: First guess of records per identity to fetch when ranking k identities; widened when too few.
+RECORDS_PER_IDENTITY_GUESS = 4
 
 #: Measured open-set defaults per model, used until a threshold is calibrated for the gallery.
 #: dlib-resnet: midpoint of the zero-error interval [0.901, 0.934] between the highest impostor and
@@ -111,6 +113,75 @@ def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, 
     for q, s, e, name in zip(g_q[won].tolist(), starts[won].tolist(), ends[won].tolist(), winners):
         out[q].append(Match(str(name), scores[s], tuple(ids[s:e]), tuple(scores[s:e])))
     return out
+
+
+class IdentitySearcher:
+    """Ranked identities over one set of records: an index over their vectors and each record's identity.
+
+    A gallery has one; a sharded gallery has one per shard, each over the identities it holds, so the
+    ranking of a shard's answer is the same code as a whole gallery's.
+    """
+
+    def __init__(self, index, vectors, record_ids: np.ndarray, labels: Sequence, next_id: int):
+        self.index = index
+        self.vectors = vectors
+        self.record_ids = np.asarray(record_ids, dtype=np.int64)
+        labels = np.asarray(labels, dtype=object).astype(str)
+        if len(labels):
+            self.names, codes = np.unique(labels, return_inverse=True)
+        else:
+            self.names, codes = np.empty(0, str), np.empty(0, np.int64)
+        self.codes = codes.astype(np.int32)
+        self.identity_of = np.full(max(next_id, 1), -1, dtype=np.int32)
+        self.identity_of[self.record_ids] = self.codes
+        self._records_of: Optional[list[np.ndarray]] = None
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+    def memory_bytes(self) -> int:
+        """RAM of the index and the label arrays (the vectors stay memory-mapped on disk)."""
+        index = self.index.memory_bytes() if self.index is not None else 0
+        labels = self.identity_of.nbytes + self.record_ids.nbytes + self.codes.nbytes + sum(len(s) for s in self.names)
+        return int(index + labels)
+
+    def rank(self, xq: np.ndarray, k: int, *, nprobe: Optional[int] = None, rerank: Optional[int] = None,
+             aggregate: str = "max", top_n: int = 3) -> list[list[Match]]:
+        """At most ``k`` identities per query row, best first (``xq``: validated unit-norm queries)."""
+        if self.index is None or len(self) == 0:
+            return [[] for _ in range(len(xq))]
+        k_ids = min(int(k), len(self.names))
+        kr = min(len(self), k_ids * RECORDS_PER_IDENTITY_GUESS)
+        ranked: list[list[Match]] = [[] for _ in range(len(xq))]
+        rows = np.arange(len(xq))
+        while True:
+            D, I = self.index.search(xq[rows], kr, nprobe=nprobe, rerank=rerank, vectors=self.vectors)
+            rescore = self._rescore(xq[rows]) if aggregate == "mean" else None
+            again = rank_identities(D, I, self.identity_of, self.names, k_ids, aggregate=aggregate, top_n=top_n,
+                                    rescore=rescore)
+            for q, m in zip(rows.tolist(), again):
+                ranked[q] = m
+            rows = np.asarray([q for q in rows.tolist() if len(ranked[q]) < k_ids], dtype=np.int64)
+            if len(rows) == 0 or kr >= len(self):
+                return ranked
+            kr = min(len(self), kr * 4)
+
+    def _rescore(self, xq: np.ndarray):
+        """Exact scores of every record of given identities, for mean-of-top-n ranking."""
+        if self._records_of is None:
+            order = np.argsort(self.codes, kind="stable")
+            bounds = np.searchsorted(self.codes[order], np.arange(len(self.names) + 1))
+            self._records_of = [self.record_ids[order[bounds[c] : bounds[c + 1]]] for c in range(len(self.names))]
+
+        def rescore(q: int, codes: list[int]):
+            out = []
+            for c in codes:
+                ids = self._records_of[c]
+                scores = self.vectors.gather(ids) @ xq[q]
+                out.append((c, ids.tolist(), scores.tolist()))
+            return out
+
+        return rescore
 
 
 def decide(matches: list[list[Match]], threshold: float, source: str) -> list[SearchResult]:
