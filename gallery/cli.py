@@ -13,6 +13,7 @@ import click
 from . import __version__
 from .calibration import calibrate as calibrate_probes
 from .calibration import calibrate_leave_out
+from .distributed import ENGINES
 from .errors import GalleryError
 from .evaluation import evaluate, write_report
 from .embed.detect import DETECT_MAX_SIDE, DETECTORS
@@ -54,6 +55,22 @@ def _index_options(f):
     f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d).")(f)
     f = click.option("--nlist", type=click.IntRange(min=1), help="ivfpq: inverted lists (default ~4*sqrt(n)).")(f)
     return f
+
+
+def _engine_options(sharded: bool):
+    """--engine/--address (and --shards for search): where the work runs."""
+
+    def wrap(f):
+        if sharded:
+            f = click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
+                             help="ray: actors holding the gallery, split by identity.")(f)
+        f = click.option("--address", envvar="RAY_ADDRESS", metavar="ADDR",
+                         help="ray: the cluster to join (e.g. ray://head:10001; default: $RAY_ADDRESS, else a local one).")(f)
+        f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+                         help="local: this machine; ray: a Ray cluster (needs pip install 'gallery[ray]').")(f)
+        return f
+
+    return wrap
 
 
 def _human_bytes(n: float) -> str:
@@ -134,10 +151,17 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
 @click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: re-rank factor (this call only).")
 @click.option("--vector-column", default="vector", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per query) instead of a table.")
-def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, vector_column, as_json) -> None:
-    """Find the top-k enrolled identities for each query vector in QUERIES (.npy, .parquet, .h5)."""
+@_engine_options(sharded=True)
+def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, vector_column, as_json,
+                   engine, address, shards) -> None:
+    """Find the top-k enrolled identities for each query vector in QUERIES (.npy, .parquet, .h5).
+
+    \b
+    With --engine ray --shards S the gallery is split by identity over S Ray actors and every query
+    is answered by all of them; the answers are the local engine's.
+    """
     data = read_query_vectors(queries, vector_column=vector_column)
-    g = Gallery.open(gallery_dir)
+    g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
     results = g.search(data.vectors, k=k, threshold=threshold, aggregate=aggregate, top_n=top_n,
                        nprobe=nprobe, rerank=rerank)
     truth = data.identities
@@ -402,20 +426,23 @@ def _photo_options(f):
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
 @click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the gallery in the folder (it stays readable until done).")
+@_engine_options(sharded=False)
 def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_side, workers, device, shard_format,
-          rows_per_shard, index_kind, overwrite) -> None:
+          rows_per_shard, index_kind, overwrite, engine, address) -> None:
     """Build a gallery from PHOTOS: a folder of <identity>/<images>, or a CSV with path,identity columns.
 
     \b
     Each photo's faces are found, aligned and encoded; corrupt files and photos without a face are
     reported and skipped. The outcome of every photo is written to report-<N>.json in the gallery.
-    An interrupted build resumes when rerun. Example:
+    An interrupted build resumes when rerun. With --engine ray, detection runs in Ray tasks and
+    encoding in Ray actors (one per GPU); the gallery written is the same. Example:
       gallery build photos/ && gallery query probe.jpg -k 5
     """
     g = Gallery.from_photos(photos, gallery_dir, model=model, faces=faces, detector=detector,
                             landmarks=int(landmarks) if landmarks else None, upsample=upsample, max_side=max_side,
                             workers=workers, device=device, overwrite=overwrite, index=index_kind,
-                            shard_format=shard_format, rows_per_shard=rows_per_shard, progress=True)
+                            shard_format=shard_format, rows_per_shard=rows_per_shard, progress=True, engine=engine,
+                            address=address)
     _print_enrolment(gallery_dir, g)
 
 
@@ -426,14 +453,15 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
 @_photo_options
 @click.option("--model", help="The gallery's encoder from another file path (its fingerprint must match).")
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
-def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device) -> None:
+@_engine_options(sharded=False)
+def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device, engine, address) -> None:
     """Enrol more photos (<identity>/<images> or a CSV) into an existing gallery, with its own model.
 
     New and existing identities alike; the index is extended, never rebuilt.
     """
     g = Gallery.open(gallery_dir)
     g.add_photos(photos, model=model, faces=faces, detector=detector, upsample=upsample, max_side=max_side,
-                 workers=workers, device=device, progress=True)
+                 workers=workers, device=device, progress=True, engine=engine, address=address)
     _print_enrolment(gallery_dir, g)
 
 
@@ -454,13 +482,15 @@ def _print_enrolment(gallery_dir: Path, g: Gallery) -> None:
 @_photo_options
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo.")
-def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, workers, device, as_json) -> None:
+@_engine_options(sharded=True)
+def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, workers, device, as_json, engine, address,
+          shards) -> None:
     """Who is in each probe photo? PROBES are images, folders, glob patterns or text files listing images.
 
     For every face: its box (left, top, right, bottom in pixels), the top-k identities with cosine
     similarity scores, and the decision: the best identity if its score >= threshold, else unknown.
     """
-    g = Gallery.open(gallery_dir)
+    g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
     results = g.search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
                               max_side=max_side, workers=workers, device=device,
                               progress=False)

@@ -401,12 +401,15 @@ def enrol_photos(
     index_params: Optional[dict] = None,
     gpu: Optional[bool] = None,
     progress: Optional[bool] = None,
+    engine: str = "local",
+    address: Optional[str] = None,
 ) -> tuple[Manifest, dict]:
     """Embed and enrol a :class:`~gallery.embed.PhotoList`; returns the new manifest and the build report.
 
-    Rerunning the same build after an interruption skips the photos whose faces are already in shards.
+    ``engine="ray"`` embeds on a Ray cluster (``address``, else ``RAY_ADDRESS``, else a local one); the
+    shards and manifest are written here either way. Rerunning the same build after an interruption
+    skips the photos whose faces are already in shards.
     """
-    from .embed import embed_photos
     from .store.reports import append_source_log, erase_source_logs, read_source_log, source_log_path, write_report
 
     if faces not in FACE_POLICIES:
@@ -424,7 +427,15 @@ def enrol_photos(
         if done:
             LOG.info("resuming: %d of %d photos are already enrolled", len(photos.photos) - len(todo), len(photos.photos))
         last_flush = time.monotonic()
-        for item in embed_photos(todo, encoder, detector=detector, workers=workers, progress=progress, total=len(todo)):
+        if engine == "ray":
+            from .distributed.embedding import embed_photos
+
+            embedded = embed_photos(todo, encoder, detector=detector, address=address, progress=progress, total=len(todo))
+        else:
+            from .embed import embed_photos
+
+            embedded = embed_photos(todo, encoder, detector=detector, workers=workers, progress=progress, total=len(todo))
+        for item in embedded:
             entry, chosen = photo_outcome(item, faces)
             append_source_log(log, [entry])
             if chosen:

@@ -15,6 +15,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from .calibration import Calibration
+from .distributed import check_engine
 from .enrolment import (
     ADD_BATCH,
     commit,
@@ -66,9 +67,23 @@ class Gallery:
     # ------------------------------------------------------------------ opening and creating
 
     @classmethod
-    def open(cls, root: Path | str, *, gpu: Optional[bool] = None) -> "Gallery":
-        """Open the gallery in ``root`` (``gpu``: None = use a GPU when faiss sees one)."""
-        return cls(root, read_manifest(Path(root)), gpu=gpu)
+    def open(cls, root: Path | str, *, gpu: Optional[bool] = None, engine: str = "local",
+             shards: Optional[int] = None, address: Optional[str] = None) -> "Gallery":
+        """Open the gallery in ``root`` (``gpu``: None = use a GPU when faiss sees one).
+
+        ``engine="ray"`` searches it on ``shards`` Ray actors, each holding the identities of one shard
+        (a :class:`gallery.distributed.sharded.ShardedGallery`), on the cluster at ``address`` (else
+        ``RAY_ADDRESS``, else a local one); answers are the local engine's.
+        """
+        check_engine(engine)
+        manifest = read_manifest(Path(root))
+        if engine == "ray":
+            from .distributed.sharded import ShardedGallery
+
+            return ShardedGallery(root, manifest, shards=shards or 1, address=address, gpu=gpu)
+        if shards not in (None, 1):
+            raise InvalidInputError(f"shards={shards} needs engine='ray'; the local engine searches one index")
+        return cls(root, manifest, gpu=gpu)
 
     @classmethod
     def from_vectors(
@@ -157,6 +172,8 @@ class Gallery:
         rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
         gpu: Optional[bool] = None,
         progress: Optional[bool] = None,
+        engine: str = "local",
+        address: Optional[str] = None,
     ) -> "Gallery":
         """Build a gallery in ``root`` from a photo folder laid out ``<identity>/<photos>`` (or a CSV of path,identity).
 
@@ -164,10 +181,12 @@ class Gallery:
         :func:`gallery.embed.get_encoder`); ``faces`` says which face of a photo with several is
         enrolled ("largest", "all", or "single" to skip such photos). The outcome of every photo is in
         :attr:`last_report` and in ``report-<generation>.json`` beside the manifest. An interrupted
-        build resumes when called again with the same arguments.
+        build resumes when called again with the same arguments. ``engine="ray"`` embeds on a Ray
+        cluster (``address``, else ``RAY_ADDRESS``, else a local one) and writes the same gallery.
         """
         from .embed import get_encoder, list_photos
 
+        check_engine(engine)
         root = Path(root)
         if shard_format not in FORMATS:
             raise InvalidInputError(f"unknown shard format {shard_format!r}; choose one of: {', '.join(FORMATS)}")
@@ -180,8 +199,9 @@ class Gallery:
                                   model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
         _, report = enrol_photos(root, base, old, found, encoder, replace=True, faces=faces,
                                  detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
-                                 index_params={"kind": index}, gpu=gpu, progress=progress)
-        g = cls.open(root, gpu=gpu)
+                                 index_params={"kind": index}, gpu=gpu, progress=progress, engine=engine,
+                                 address=address)
+        g = Gallery.open(root, gpu=gpu)
         g._encoder, g.last_report = encoder, report
         return g
 
@@ -357,13 +377,17 @@ class Gallery:
         workers: Optional[int] = None,
         device: Optional[str] = None,
         progress: Optional[bool] = None,
+        engine: str = "local",
+        address: Optional[str] = None,
     ) -> dict:
         """Enrol more photos (new or existing identities) with the gallery's own model; returns the build report.
 
-        The index is extended, not retrained, so adding people never needs a rebuild.
+        The index is extended, not retrained, so adding people never needs a rebuild. ``engine`` and
+        ``address`` as for :meth:`from_photos`.
         """
         from .embed import list_photos
 
+        check_engine(engine)
         found = list_photos(photos)
         if not found.photos:
             raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
@@ -371,7 +395,7 @@ class Gallery:
         base = read_manifest(self.root)
         _, report = enrol_photos(self.root, base, base, found, encoder, replace=False, faces=faces,
                                  detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
-                                 gpu=self._gpu, progress=progress)
+                                 gpu=self._gpu, progress=progress, engine=engine, address=address)
         self._reload()
         self.last_report = report
         return report

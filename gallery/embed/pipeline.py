@@ -71,6 +71,15 @@ def _start_worker(detector_options: dict, chip: ChipSpec, in_pool: bool = False)
         _die_with_parent()
     _WORKER["detector"] = FaceDetector(**detector_options)
     _WORKER["chip"] = chip
+    _WORKER["key"] = (sorted(detector_options.items()), chip)
+
+
+def align_batch(photos: list[Photo], chip: ChipSpec, detector_options: dict) -> list[AlignedPhoto]:
+    """Decode, detect and align ``photos`` in this process, reusing its detector from the previous call
+    when the options are the same (a Ray worker runs many such tasks)."""
+    if _WORKER.get("key") != (sorted(detector_options.items()), chip):
+        _start_worker(detector_options, chip)
+    return [_detect(p) for p in photos]
 
 
 def _detect(photo: Photo) -> AlignedPhoto:
@@ -91,6 +100,16 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
+def detector_options(chip: ChipSpec, detector: Optional[dict]) -> dict:
+    """``detector`` completed with the landmark model ``chip`` needs, and checked once, here, rather than in
+    every worker."""
+    options = {"landmarks": chip.landmarks, **(detector or {})}
+    if chip.template == "arcface" and options["landmarks"] != 68:
+        raise InvalidInputError("ArcFace's chip template needs 68-point landmarks")
+    FaceDetector(**options)
+    return options
+
+
 def align_photos(
     photos: Iterable[Photo],
     chip: ChipSpec,
@@ -106,10 +125,7 @@ def align_photos(
     ``detector`` holds :class:`FaceDetector` options (``method``, ``landmarks``, ``max_side``,
     ``upsample``); the landmark model defaults to the one ``chip`` needs. ``workers=0`` works in this process.
     """
-    options = {"landmarks": chip.landmarks, **(detector or {})}
-    if chip.template == "arcface" and options["landmarks"] != 68:
-        raise InvalidInputError("ArcFace's chip template needs 68-point landmarks")
-    FaceDetector(**options)  # bad options fail here, once, not in every worker
+    options = detector_options(chip, detector)
     workers = default_workers() if workers is None else int(workers)
     bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
     faces_found = 0
@@ -160,10 +176,17 @@ def embed_photos(
 
 def _encode(pending: list[AlignedPhoto], encoder: Encoder) -> Iterator[EmbeddedPhoto]:
     chips = [p.chips for p in pending if len(p.chips)]
-    if chips:
-        vectors = as_embeddings(encoder.encode(np.concatenate(chips)), dim=encoder.dim, what=f"{encoder.name} embeddings")
-    else:
-        vectors = np.empty((0, encoder.dim), np.float32)
+    return with_vectors(pending, encode_chips(np.concatenate(chips), encoder) if chips else None, encoder.dim)
+
+
+def encode_chips(chips: np.ndarray, encoder: Encoder) -> np.ndarray:
+    """Unit-norm embeddings of aligned ``chips``, checked (finite, right dimension) before anyone stores them."""
+    return as_embeddings(encoder.encode(chips), dim=encoder.dim, what=f"{encoder.name} embeddings")
+
+
+def with_vectors(pending: list[AlignedPhoto], vectors: Optional[np.ndarray], dim: int) -> Iterator[EmbeddedPhoto]:
+    """Hand each aligned photo its rows of ``vectors`` (the encoding of all their chips, in order)."""
+    vectors = np.empty((0, dim), np.float32) if vectors is None else vectors
     at = 0
     for p in pending:
         n = len(p.chips)

@@ -1,6 +1,6 @@
 """Everything FAISS: index specs, building, searching with exact re-rank, GPU placement."""
 
-from .build import VectorIndex, build_index, training_sample
+from .build import VectorIndex, build_index, set_threads, training_sample
 from .gpu import gpu_count
 from .spec import AUTO_FLAT_MAX_CELLS, KINDS, IndexSpec, choose_index_spec
 
@@ -12,5 +12,6 @@ __all__ = [
     "build_index",
     "choose_index_spec",
     "gpu_count",
+    "set_threads",
     "training_sample",
 ]

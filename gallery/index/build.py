@@ -120,6 +120,20 @@ class VectorIndex:
         """Bytes the index occupies in RAM (its serialised size, which FAISS keeps resident)."""
         return int(faiss.serialize_index(self.index).size)
 
+    def trained_copy(self) -> "VectorIndex":
+        """The same trained quantizers holding no vectors: what every shard of a sharded gallery adds its slice to."""
+        copy = faiss.clone_index(self.index)
+        copy.reset()
+        return VectorIndex(copy, self.spec, gpu=self._gpu)
+
+    def to_bytes(self) -> np.ndarray:
+        """The index serialised (uint8), to ship to another process."""
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_bytes(cls, data: np.ndarray, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
+        return cls(faiss.deserialize_index(np.asarray(data, dtype=np.uint8)), spec, gpu=gpu)
+
     def save(self, path: Path) -> None:
         write_atomic(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)))
 
@@ -172,6 +186,11 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
         I[s : s + len(c), :kk] = np.take_along_axis(c, top, axis=1)
     I[~np.isfinite(D)] = -1
     return D, I
+
+
+def set_threads(n: int) -> None:
+    """Threads FAISS may use in this process (a shard actor shares its machine with the other shards)."""
+    faiss.omp_set_num_threads(max(1, int(n)))
 
 
 def training_sample(n: int, spec: IndexSpec, *, seed: int = 1234) -> np.ndarray:

@@ -1,0 +1,212 @@
+"""Sharded 1:N search: identities split over S Ray actors, each holding its shard's index.
+
+All images of an identity live in one shard (chosen by a stable hash of its label), so each shard
+ranks whole identities with the local engine's code and the driver only merges S sorted lists. The
+actors build their shard from the gallery's own files: the stored vectors and, for ivfpq, the
+gallery's trained quantizers, to which each shard adds its own slice (train once, add per slice).
+Ray restarts an actor that dies, from the same files; a shard that cannot come back is an error that
+names it, never a partial answer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..enrolment import ADD_BATCH, spec_of
+from ..errors import GalleryError
+from ..gallery import Gallery
+from ..index import IndexSpec, VectorIndex, set_threads
+from ..search import IdentitySearcher
+from ..store import ShardStore, read_manifest
+from ..types import Match
+from . import require_ray
+from .cluster import cluster_cpus, connect
+
+LOG = logging.getLogger(__name__)
+
+#: How often Ray restarts a dead shard actor (and retries the calls it was answering) before giving up.
+MAX_RESTARTS = 3
+
+
+class ShardUnavailableError(GalleryError):
+    """A shard actor died and could not be restarted; no answer is given rather than a partial one."""
+
+
+class StaleShardError(GalleryError):
+    """A shard actor found a newer gallery on disk than the one the driver opened."""
+
+
+def shard_of(labels: Sequence, shards: int) -> np.ndarray:
+    """The shard of each identity label: CRC-32 of its UTF-8 bytes modulo ``shards`` (the same in every process)."""
+    return np.asarray([zlib.crc32(str(s).encode("utf-8")) % shards for s in labels], dtype=np.int64)
+
+
+def load_shard(root: Path, shard: int, shards: int, trained: Optional[np.ndarray], *, generation: int,
+               gpu: Optional[bool] = None) -> IdentitySearcher:
+    """The searcher of one shard, built from the gallery's files: its identities' records and vectors.
+
+    ``trained`` is the gallery's index with its quantizers trained and no vectors (None for flat).
+    """
+    manifest = read_manifest(Path(root))
+    if manifest.generation != generation:
+        raise StaleShardError(f"{root}: the gallery changed (generation {manifest.generation}, expected {generation})")
+    store = ShardStore(Path(root), manifest.shard_format)
+    id_lists, label_lists = store.labels(manifest.shards)
+    ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+    labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+    mine = shard_of(labels, shards) == shard
+    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists)
+    spec = spec_of(manifest.index, manifest.dim) if manifest.index else IndexSpec("flat", manifest.dim)
+    if trained is not None:
+        index = VectorIndex.from_bytes(trained, spec, gpu=gpu)
+    else:
+        index = VectorIndex.create(IndexSpec("flat", manifest.dim), gpu=gpu)
+    for s in range(0, int(mine.sum()), ADD_BATCH):
+        batch = ids[mine][s : s + ADD_BATCH]
+        index.add(batch, vectors.gather(batch))
+    return IdentitySearcher(index, vectors, ids[mine], labels[mine], manifest.next_id)
+
+
+class ShardServer:
+    """The Ray actor of one shard: loads it in its constructor, so a restart reloads it from disk."""
+
+    def __init__(self, root: str, shard: int, shards: int, trained, generation: int, threads: int):
+        set_threads(threads)
+        t = time.perf_counter()
+        self.searcher = load_shard(Path(root), shard, shards, trained, generation=generation)
+        self.load_seconds = time.perf_counter() - t
+
+    def rank(self, xq: np.ndarray, k: int, options: dict) -> list[list[Match]]:
+        return self.searcher.rank(xq, k, **options)
+
+    def stats(self) -> dict:
+        import os
+
+        s = self.searcher
+        return {"records": len(s), "identities": len(s.names), "ram_bytes": s.memory_bytes(),
+                "load_seconds": self.load_seconds, "pid": os.getpid()}
+
+
+def merge_ranked(per_shard: list[list[list[Match]]], k: int) -> list[list[Match]]:
+    """Per query, the ``k`` best identities over all shards (each shard's list is sorted best first)."""
+    nq = len(per_shard[0]) if per_shard else 0
+    return [list(heapq.merge(*(ranked[q] for ranked in per_shard), key=lambda m: -m.score))[:k] for q in range(nq)]
+
+
+class ShardedSearcher(IdentitySearcher):
+    """Ranks identities by asking every shard actor and merging their answers.
+
+    It holds the gallery's labels (for its identity list and counts) and no index of its own.
+    """
+
+    def __init__(self, root: Path, actors: list, record_ids: np.ndarray, labels: np.ndarray, next_id: int):
+        super().__init__(None, None, record_ids, labels, next_id)
+        self.root = root
+        self.actors = actors
+
+    def rank(self, xq: np.ndarray, k: int, *, nprobe: Optional[int] = None, rerank: Optional[int] = None,
+             aggregate: str = "max", top_n: int = 3) -> list[list[Match]]:
+        if len(self) == 0:
+            return [[] for _ in range(len(xq))]
+        ray = require_ray()
+        options = dict(nprobe=nprobe, rerank=rerank, aggregate=aggregate, top_n=top_n)
+        queries = ray.put(np.ascontiguousarray(xq))
+        calls = [actor.rank.remote(queries, int(k), options) for actor in self.actors]
+        return merge_ranked([self._answer(i, call) for i, call in enumerate(calls)], min(int(k), len(self.names)))
+
+    def _answer(self, shard: int, call):
+        ray = require_ray()
+        try:
+            return ray.get(call)
+        except ray.exceptions.RayActorError as e:
+            raise ShardUnavailableError(
+                f"{self.root}: shard {shard} of {len(self.actors)} is unavailable and could not be restarted "
+                f"({_first_line(e)}); no partial answer is given"
+            ) from None
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+
+    def shard_stats(self) -> list[dict]:
+        """Per shard: records, identities, RAM of its index and labels, load time, process id."""
+        return [self._answer(i, a.stats.remote()) for i, a in enumerate(self.actors)]
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    cause = [ln for ln in lines if "Error" in ln and not ln.startswith("Traceback")]
+    return (cause[-1] if cause else lines[0] if lines else type(e).__name__)[:300]
+
+
+class ShardedGallery(Gallery):
+    """A gallery whose searches run on ``shards`` Ray actors; everything else works as on the local engine.
+
+    Changes (add, remove, rebuild) are written by this process as usual, after which the actors are
+    restarted from the new files.
+    """
+
+    def __init__(self, root: Path | str, manifest, *, shards: int, address: Optional[str] = None,
+                 gpu: Optional[bool] = None, threads: Optional[int] = None):
+        if int(shards) < 1:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"shards must be >= 1, got {shards}")
+        self.shards = int(shards)
+        self._address = address
+        self._threads = threads
+        self._actors: list = []
+        super().__init__(root, manifest, gpu=gpu)
+
+    def _load(self) -> None:
+        ray = connect(self._address)
+        m = self.manifest
+        self._stop_actors()
+        id_lists, label_lists = self._store.labels(m.shards)
+        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+        labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+        self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
+        trained = None
+        if m.index is not None and m.index.kind != "flat":
+            full = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=False)
+            trained = ray.put(full.trained_copy().to_bytes())
+            del full
+        cpus = cluster_cpus()
+        threads = self._threads or max(1, int(cpus // self.shards))
+        server = ray.remote(ShardServer).options(num_cpus=min(1.0, cpus / self.shards / 2),
+                                                 max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
+        t = time.perf_counter()
+        self._actors = [server.remote(str(self.root), s, self.shards, trained, m.generation, threads)
+                        for s in range(self.shards)]
+        self._trained = trained  # Ray restarts an actor with its constructor's arguments: keep them alive
+        self._searcher = ShardedSearcher(self.root, self._actors, ids, labels, m.next_id)
+        self._searcher.shard_stats()  # waits for every shard, so a broken one fails here, not in a search
+        self.load_seconds = time.perf_counter() - t
+        self._names, self._codes, self._record_ids = self._searcher.names, self._searcher.codes, self._searcher.record_ids
+
+    def _stop_actors(self) -> None:
+        if self._actors:
+            ray = require_ray()
+            for actor in self._actors:
+                ray.kill(actor, no_restart=True)
+            self._actors = []
+
+    def close(self) -> None:
+        """Stop the shard actors (they also stop when this object is garbage-collected)."""
+        self._stop_actors()
+
+    def __enter__(self) -> "ShardedGallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def info(self) -> dict:
+        out = super().info()
+        out["engine"] = {"name": "ray", "shards": self._searcher.shard_stats()}
+        return out
