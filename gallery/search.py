@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .errors import InvalidInputError
-from .types import Match, SearchResult
+from .types import IdMap, Match, SearchResult
 
 AGGREGATES = ("max", "mean")
 #: First guess of records per identity to fetch when ranking k identities; widened when too few.
@@ -45,7 +45,7 @@ def resolve_threshold(threshold: Optional[float], calibrated: Optional[float], m
 def rank_identities(
     D: np.ndarray,
     I: np.ndarray,
-    identity_of: np.ndarray,
+    identity_of: IdMap,
     names: np.ndarray,
     k: int,
     *,
@@ -87,12 +87,12 @@ def _match(name, score, ids, scores) -> Match:
                  record_scores=tuple(np.asarray(scores, dtype=np.float64).tolist()))
 
 
-def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: np.ndarray, names: np.ndarray, k: int) -> list[list[Match]]:
+def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: IdMap, names: np.ndarray, k: int) -> list[list[Match]]:
     """Group each row's records by identity in numpy; rows are sorted best first, so a group's first
     record is its best. Only the k winning groups per query become Python objects, built from lists
     converted once (per-element numpy access costs more than the ranking itself)."""
     nq, kr = I.shape
-    codes = np.where(I >= 0, identity_of[np.maximum(I, 0)], -1)
+    codes = identity_of[I]
     q_of, pos = np.nonzero(codes >= 0)
     out: list[list[Match]] = [[] for _ in range(nq)]
     if len(q_of) == 0:  # no query found any record (e.g. an ivfpq search probed only empty cells)
@@ -132,17 +132,17 @@ class IdentitySearcher:
         else:
             self.names, codes = np.empty(0, str), np.empty(0, np.int64)
         self.codes = codes.astype(np.int32)
-        self.identity_of = np.full(max(next_id, 1), -1, dtype=np.int32)
-        self.identity_of[self.record_ids] = self.codes
+        self.identity_of = IdMap(self.record_ids, self.codes, next_id)
         self._records_of: Optional[list[np.ndarray]] = None
 
     def __len__(self) -> int:
         return len(self.record_ids)
 
     def memory_bytes(self) -> int:
-        """RAM of the index and the label arrays (the vectors stay memory-mapped on disk)."""
+        """RAM of the index, the label arrays and the id -> row map (the vectors stay memory-mapped on disk)."""
         index = self.index.memory_bytes() if self.index is not None else 0
         labels = self.identity_of.nbytes + self.record_ids.nbytes + self.codes.nbytes + sum(len(s) for s in self.names)
+        labels += self.vectors.nbytes if self.vectors is not None else 0
         return int(index + labels)
 
     def rank(self, xq: np.ndarray, k: int, *, nprobe: Optional[int] = None, rerank: Optional[int] = None,

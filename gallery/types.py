@@ -119,3 +119,41 @@ class Records:
             vectors=self.vectors[rows],
             model=self.model,
         )
+
+
+class IdMap:
+    """Record id -> value (a row, an identity code), -1 for ids it does not hold.
+
+    Record ids are assigned in sequence, so when the ids held cover most of the id range a dense array
+    (4 bytes per id ever assigned) answers in O(1); a shard of a sharded gallery holds a small part of
+    the range, and keeps its ids sorted instead (12 bytes per id held), answering by binary search.
+    """
+
+    def __init__(self, ids: np.ndarray, values: np.ndarray, capacity: int):
+        ids = np.asarray(ids, dtype=np.int64)
+        values = np.asarray(values)
+        dtype = np.int32 if (len(values) == 0 or int(values.max(initial=0)) < 2**31 - 1) else np.int64
+        self.capacity = int(max(capacity, 0))
+        self.dense = self.capacity <= 3 * len(ids) + 1024
+        if self.dense:
+            self._table = np.full(self.capacity, -1, dtype=dtype)
+            self._table[ids] = values
+        else:
+            order = np.argsort(ids, kind="stable")
+            self._keys, self._values = ids[order], values[order].astype(dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._table.nbytes if self.dense else self._keys.nbytes + self._values.nbytes)
+
+    def __getitem__(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.dense:
+            if self.capacity == 0:
+                return np.full(ids.shape, -1, np.int64)
+            inside = (ids >= 0) & (ids < self.capacity)
+            return np.where(inside, self._table[np.where(inside, ids, 0)], -1)
+        if len(self._keys) == 0:
+            return np.full(ids.shape, -1, np.int64)
+        at = np.minimum(np.searchsorted(self._keys, ids), len(self._keys) - 1)
+        return np.where(self._keys[at] == ids, self._values[at], -1)

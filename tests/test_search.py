@@ -5,11 +5,11 @@ import pytest
 
 from gallery import InvalidInputError
 from gallery.search import FALLBACK_THRESHOLD, MODEL_THRESHOLDS, decide, rank_identities, resolve_threshold
-from gallery.types import Match, SearchResult
+from gallery.types import IdMap, Match, SearchResult
 
 NAMES = np.array(["ann", "bob", "cy", "dee"])
 # record id -> identity code: ann owns records 0, 1, 4, 6; bob 2; cy 3, 7; record 5 was removed; dee 8
-IDENTITY_OF = np.array([0, 0, 1, 2, 0, -1, 0, 2, 3])
+IDENTITY_OF = IdMap([0, 1, 2, 3, 4, 6, 7, 8], [0, 0, 1, 2, 0, 0, 2, 3], capacity=9)
 EVERY_SCORE = {  # query 0: exact scores of every record of each identity, for mean-of-top-n
     0: ([0, 1, 4, 6], [0.9, 0.1, 0.2, 0.6]),
     1: ([2], [0.85]),

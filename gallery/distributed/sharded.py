@@ -62,7 +62,7 @@ def load_shard(root: Path, shard: int, shards: int, trained: Optional[np.ndarray
     ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
     labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
     mine = shard_of(labels, shards) == shard
-    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists)
+    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists, only=ids[mine])
     spec = spec_of(manifest.index, manifest.dim) if manifest.index else IndexSpec("flat", manifest.dim)
     if trained is not None:
         index = VectorIndex.from_bytes(trained, spec, gpu=gpu)

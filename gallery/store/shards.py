@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from ..errors import CorruptGalleryError, InvalidInputError
-from ..types import Records
+from ..types import IdMap, Records
 from . import hdf5, parquet
 from .files import TMP_SUFFIX, erase_file, sha256_file, write_atomic
 from .manifest import ShardInfo
@@ -35,29 +35,33 @@ def shard_format_module(name: str):
 class VectorTable:
     """Random access to stored vectors by record id, through memory-mapped shard files.
 
-    Record ids are assigned in sequence, so a dense id -> row array (4 bytes per id ever assigned)
-    answers lookups in O(1) without searching.
+    ``only`` restricts it to some record ids (a shard of a sharded gallery), so its id -> row map
+    grows with the ids it serves, not with every id of the gallery.
     """
 
-    def __init__(self, ids: list[np.ndarray], mats: list[np.ndarray], dim: int):
+    def __init__(self, ids: list[np.ndarray], mats: list[np.ndarray], dim: int, only: Optional[np.ndarray] = None):
         self.dim = dim
         self._mats = mats
         self._offsets = np.cumsum([0] + [len(i) for i in ids])
         all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
-        size = int(all_ids.max()) + 1 if len(all_ids) else 0
-        self._row_of = np.full(size, -1, dtype=np.int32 if len(all_ids) < 2**31 else np.int64)
-        self._row_of[all_ids] = np.arange(len(all_ids))
+        capacity = int(all_ids.max(initial=-1)) + 1
+        rows = np.arange(len(all_ids))
+        if only is not None:
+            keep = np.isin(all_ids, only)
+            all_ids, rows = all_ids[keep], rows[keep]
+        self._row_of = IdMap(all_ids, rows, capacity)
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    @property
+    def nbytes(self) -> int:
+        """RAM of the id -> row map (the vectors themselves stay on disk, memory-mapped)."""
+        return self._row_of.nbytes
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
-        """Global row of each id, -1 where the id is not stored."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(self._row_of) == 0:  # nothing stored (every identity removed): indexing would fail
-            return np.full(ids.shape, -1, np.int64)
-        inside = (ids >= 0) & (ids < len(self._row_of))
-        return np.where(inside, self._row_of[np.where(inside, ids, 0)], -1).astype(np.int64)
+        """Global row of each id, -1 where the id is not stored (or not served)."""
+        return self._row_of[ids].astype(np.int64)
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of ``ids`` (any shape), zeros where an id is -1 or unknown; shape ids.shape + (d,)."""
@@ -125,8 +129,10 @@ class ShardStore:
             identities.append(r.identities)
         return ids, identities
 
-    def vectors(self, shards: Sequence[ShardInfo], dim: int, ids: Optional[Sequence[np.ndarray]] = None) -> VectorTable:
-        """Memory-map every shard's vectors; ``ids`` per shard may be passed when already read."""
+    def vectors(self, shards: Sequence[ShardInfo], dim: int, ids: Optional[Sequence[np.ndarray]] = None,
+                only: Optional[np.ndarray] = None) -> VectorTable:
+        """Memory-map every shard's vectors; ``ids`` per shard may be passed when already read, ``only``
+        restricts the table to those record ids."""
         mats, id_lists = [], []
         for i, info in enumerate(shards):
             path = self._path(info.vectors_file)
@@ -138,7 +144,7 @@ class ShardStore:
                 raise CorruptGalleryError(f"{path}: shape {mat.shape} {mat.dtype}, expected ({info.rows}, {dim}) float32")
             mats.append(mat)
             id_lists.append(ids[i] if ids is not None else self.read(info, columns=["id"]).ids)
-        return VectorTable(id_lists, mats, dim)
+        return VectorTable(id_lists, mats, dim, only=only)
 
     def verify(self, shards: Sequence[ShardInfo]) -> None:
         """Recompute every checksum; raise naming the first file that does not match."""

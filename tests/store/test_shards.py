@@ -246,3 +246,27 @@ def test_stray_files_are_those_no_one_names(tmp_path):
     assert strays == ["shards/shard-000008.vectors.npy", "shards/shard-000009.parquet.tmp"]
     store.erase(strays)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.parquet", "shard-000000.vectors.npy"]
+
+
+def test_a_table_restricted_to_some_ids_serves_only_those_and_stores_them_sparsely():
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    ids = [np.arange(0, 5), np.arange(5, 10)]
+    table = VectorTable(ids, [x[:5], x[5:]], 4, only=np.array([8, 2]))
+    assert np.array_equal(table.gather(np.array([2, 8])), x[[2, 8]])
+    assert np.array_equal(table.gather(np.array([3, -1, 99])), np.zeros((3, 4), np.float32))
+    whole = VectorTable(ids, [x[:5], x[5:]], 4)
+    assert np.array_equal(whole.gather(np.arange(10)), x)
+
+
+@pytest.mark.parametrize("capacity", [1_000, 1_000_000])
+def test_an_id_map_answers_every_id_dense_or_sparse(rng, capacity):
+    from gallery.types import IdMap
+
+    ids = rng.choice(capacity, size=500, replace=False)
+    values = rng.integers(0, 100, size=500)
+    table = IdMap(ids, values, capacity)
+    assert table.dense == (capacity == 1_000)  # sparse when it holds a small part of the id range
+    assert table.nbytes <= (4 * capacity if table.dense else 16 * 500)
+    probe = np.concatenate([ids[::7], rng.integers(-5, capacity + 100, size=300), [-1, capacity]])
+    where = {int(i): int(v) for i, v in zip(ids, values)}
+    assert np.array_equal(table[probe], [where.get(int(i), -1) for i in probe])
