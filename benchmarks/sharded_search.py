@@ -67,7 +67,6 @@ def measure(n: int, d: int, n_queries: int, shard_counts: list[int], work: Path,
     rows = [{"engine": "local", "shards": 1, "build_s": local_build_s, "qps": n_queries / local_s, "x_local": 1.0,
              "ram_bytes_per_shard": [info["ram_bytes"]["index"] + info["ram_bytes"]["labels"]],
              "rank1_vs_local": 1.0, "rank1_correct": float((reference == truth).mean())}]
-    del local
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         for shards in shard_counts:
