@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gallery import Gallery
 from gallery.cli import main
-from gallery.distributed.sharded import ShardUnavailableError, merge_ranked, shard_of
+from gallery.distributed.sharded import ShardUnavailableError, merge_ranked, pack_ranked, shard_of
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 from gallery.types import Match
 
@@ -106,10 +106,13 @@ def test_open_set_decisions_are_identical_after_the_merge(sharded_flat, flat_dir
     assert all((r.identity is not None) == (r.best.score >= 0.5) for r in decided)
 
 
-def test_merge_takes_the_k_best_over_all_shards():
-    one = [[Match("a", 0.9), Match("c", 0.5)]]
-    two = [[Match("b", 0.7), Match("d", 0.1)]]
-    assert [m.identity for m in merge_ranked([one, two], 3)[0]] == ["a", "b", "c"]
+def test_merge_takes_the_k_best_over_all_shards_with_their_records():
+    one = [[Match("a", 0.9, (4, 5), (0.9, 0.2)), Match("c", 0.5, (7,), (0.5,))], []]
+    two = [[Match("b", 0.7, (1,), (0.7,)), Match("d", 0.1, (2,), (0.1,))], [Match("e", 0.3, (9,), (0.3,))]]
+    merged = merge_ranked([pack_ranked(one), pack_ranked(two)], 3)
+    assert merged == [[one[0][0], two[0][0], one[0][1]], [two[1][0]]]
+    tied = merge_ranked([pack_ranked([[Match("x", 0.5)]]), pack_ranked([[Match("y", 0.5)]])], 1)
+    assert tied == [[Match("x", 0.5)]]  # a tie goes to the earlier shard, as a stable merge would
 
 
 def test_sharded_ivfpq_agrees_with_local_flat_at_rank_1(ray_cluster, tmp_path):
