@@ -66,7 +66,7 @@ def measure(n: int, d: int, n_queries: int, fractions: list[float], work: Path, 
     flat_top1 = np.asarray([r.matches[0].identity for r in flat_results[-1]], dtype=object)
     accuracy = float((flat_top1 == truth).mean())
     assert accuracy > 0.95, f"flat rank-1 accuracy {accuracy:.3f}: the synthetic data or exact search is broken"
-    D_exact, I_exact = flat._index.search(xq, 10)
+    D_exact, I_exact = flat._searcher.index.search(xq, 10)
     rows[0].update(qps=n_queries / flat_s, rank1_vs_flat=1.0, rank1_accuracy=accuracy, recall10_vs_flat=1.0)
     spec = ivf.index_spec
     sweep = {max(1, min(spec.nlist, round(f * spec.nlist))) for f in fractions}
@@ -74,7 +74,7 @@ def measure(n: int, d: int, n_queries: int, fractions: list[float], work: Path, 
         out = []
         s = best_time(lambda: out.append(ivf.search(xq, k=10, nprobe=nprobe)), repeats)
         top1 = np.asarray([r.matches[0].identity for r in out[-1]], dtype=object)
-        _, I = ivf._index.search(xq, 10, nprobe=nprobe, vectors=ivf._vectors)
+        _, I = ivf._searcher.index.search(xq, 10, nprobe=nprobe, vectors=ivf._searcher.vectors)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, I_exact)])
         row = dict(rows[1]) if nprobe == spec.nprobe else {"kind": "ivfpq", "index": rows[1]["index"]}
         row.update(nprobe=nprobe, rerank=spec.rerank, qps=n_queries / s, speedup_vs_flat=flat_s / s,
