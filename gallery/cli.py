@@ -149,10 +149,12 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
 @click.option("--top-n", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited (this call only).")
 @click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: re-rank factor (this call only).")
+@click.option("--recheck-nprobe", type=click.IntRange(min=1),
+              help="ivfpq: lists searched again for queries scoring below the threshold (default: all).")
 @click.option("--vector-column", default="vector", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per query) instead of a table.")
 @_engine_options(sharded=True)
-def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, vector_column, as_json,
+def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, recheck_nprobe, vector_column, as_json,
                    engine, address, shards) -> None:
     """Find the top-k enrolled identities for each query vector in QUERIES (.npy, .parquet, .h5).
 
@@ -163,7 +165,7 @@ def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe,
     data = read_query_vectors(queries, vector_column=vector_column)
     g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
     results = g.search(data.vectors, k=k, threshold=threshold, aggregate=aggregate, top_n=top_n,
-                       nprobe=nprobe, rerank=rerank)
+                       nprobe=nprobe, rerank=rerank, recheck_nprobe=recheck_nprobe)
     truth = data.identities
     if as_json:
         for q, r in enumerate(results):
@@ -207,7 +209,7 @@ def info(gallery_dir, verify, as_json) -> None:
         click.echo(json.dumps(d, indent=2))
         return
     idx = d["index"] or {}
-    params = ", ".join(f"{k}={idx[k]}" for k in ("nlist", "pq_m", "nprobe", "rerank") if idx.get(k))
+    params = ", ".join(f"{k}={idx[k]}" for k in ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe") if idx.get(k))
     rows = [
         ("gallery", d["path"]),
         ("model", f"{d['model']} (d={d['dim']})"),

@@ -300,13 +300,16 @@ class Gallery:
         threshold: Optional[float] = None,
         nprobe: Optional[int] = None,
         rerank: Optional[int] = None,
+        recheck_nprobe: Optional[int] = None,
         aggregate: str = "max",
         top_n: int = 3,
     ) -> list[SearchResult]:
         """Rank the ``k`` most similar enrolled identities for each query row, and decide known or unknown.
 
         Scores are cosine similarities; a result's ``identity`` is its best match when
-        ``score >= threshold``, else None. ``nprobe`` and ``rerank`` tune an ivfpq index for this call.
+        ``score >= threshold``, else None. ``nprobe``, ``rerank`` and ``recheck_nprobe`` (the cells
+        searched again for queries whose best score is below the threshold) tune an ivfpq index for
+        this call.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -314,7 +317,8 @@ class Gallery:
             self._reload()
         xq = as_embeddings(queries, dim=self.dim, what="queries")
         t, source = self.threshold(threshold)
-        ranked = self._searcher.rank(xq, k, nprobe=nprobe, rerank=rerank, aggregate=aggregate, top_n=top_n)
+        ranked = self._searcher.rank_open_set(xq, k, t, nprobe=nprobe, recheck_nprobe=recheck_nprobe, rerank=rerank,
+                                              aggregate=aggregate, top_n=top_n)
         return decide(ranked, t, source)
 
     # ------------------------------------------------------------------ changes

@@ -122,8 +122,9 @@ class IdentitySearcher:
     ranking of a shard's answer is the same code as a whole gallery's.
     """
 
-    def __init__(self, index, vectors, record_ids: np.ndarray, labels: Sequence, next_id: int):
+    def __init__(self, index, vectors, record_ids: np.ndarray, labels: Sequence, next_id: int, spec=None):
         self.index = index
+        self.spec = spec if spec is not None else getattr(index, "spec", None)
         self.vectors = vectors
         self.record_ids = np.asarray(record_ids, dtype=np.int64)
         labels = np.asarray(labels, dtype=object).astype(str)
@@ -165,6 +166,21 @@ class IdentitySearcher:
             if len(rows) == 0 or kr >= len(self):
                 return ranked
             kr = min(len(self), kr * 4)
+
+    def rank_open_set(self, xq: np.ndarray, k: int, threshold: float, *, nprobe: Optional[int] = None,
+                      recheck_nprobe: Optional[int] = None, **options) -> list[list[Match]]:
+        """:meth:`rank`, then every query whose best score is below ``threshold`` ranked again over
+        ``recheck_nprobe`` cells (default: all): an approximate index answers "unknown" only when a
+        wider search agrees, and finds the mates a narrow search missed."""
+        ranked = self.rank(xq, k, nprobe=nprobe, **options)
+        if self.spec is None:
+            return ranked
+        _, wide = self.spec.probes(nprobe, recheck_nprobe)
+        low = [q for q, m in enumerate(ranked) if not m or m[0].score < threshold]
+        if wide and low:
+            for q, m in zip(low, self.rank(xq[low], k, nprobe=wide, **options)):
+                ranked[q] = m
+        return ranked
 
     def _rescore(self, xq: np.ndarray):
         """Exact scores of every record of given identities, for mean-of-top-n ranking."""

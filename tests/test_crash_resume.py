@@ -4,18 +4,17 @@ These tests start real builds in child processes (200k x 64 vectors in 5000-row 
 once the journal lists a few shards: with SIGKILL (a crash) and with SIGINT (Ctrl-C).
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from builds import interrupt_after_shards
 from gallery import Gallery, GalleryNotFoundError
 from gallery.synthetic import synthetic_gallery
 
@@ -73,28 +72,6 @@ def run_to_completion(big, mode, root) -> str:
     _, err = child.communicate(timeout=120)
     assert child.returncode == 0, err
     return err
-
-
-def read_journal(root: Path) -> dict:
-    try:
-        return json.loads((root / "journal.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {"shards": []}
-
-
-def interrupt_after_shards(child, root: Path, shards: int, sig) -> tuple[dict, str]:
-    """Wait until the build's journal lists ``shards`` shards, send ``sig``; return the journal left on disk and stderr."""
-    deadline = time.time() + 60
-    while len(read_journal(root)["shards"]) < shards:
-        assert child.poll() is None, f"the build ended before it was interrupted: {child.stderr.read()}"
-        assert time.time() < deadline, "the build wrote no shards in time"
-        time.sleep(0.005)
-    child.send_signal(sig)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode != 0, "the build finished before the signal arrived"
-    journal = read_journal(root)
-    assert len(journal["shards"]) >= shards
-    return journal, err
 
 
 def file_identity(root: Path, journal: dict) -> dict:

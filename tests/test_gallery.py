@@ -161,17 +161,20 @@ def test_k_beyond_the_number_of_identities_returns_every_identity(tmp_path, smal
     assert sorted(m.identity for m in result.matches) == g.identities and len(g.identities) == 4
 
 
-def test_a_search_that_finds_no_candidate_answers_unknown(tmp_path):
-    """ivfpq with nprobe=1 may probe only cells emptied by removals: the answer is "unknown", not an error."""
+def test_a_search_that_finds_no_candidate_answers_unknown_unless_the_recheck_finds_one(tmp_path):
+    """ivfpq with nprobe=1 may probe only cells emptied by removals: without a recheck the answer is
+    "unknown", not an error; the default recheck of answers below the threshold searches every cell."""
     data = synthetic_gallery(1000, 2, 32, seed=1)
     g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=16, pq_m=8,
                              nprobe=1, rerank=4, progress=False)
     g.remove(g.identities[:-1])
     q = np.random.default_rng(0).standard_normal((40, 32)).astype(np.float32)
-    results = [g.search(q[i : i + 1], k=1, threshold=-1.0)[0] for i in range(len(q))]  # one at a time
+    results = [g.search(q[i : i + 1], k=1, threshold=-1.0, recheck_nprobe=1)[0] for i in range(len(q))]  # one at a time
     assert all(len(r.matches) <= 1 for r in results)
     assert any(not r.matches and r.identity is None for r in results)  # some probed only empty cells
     assert {r.identity for r in results if r.matches} <= {g.identities[0]}
+    rechecked = g.search(q, k=1, threshold=-1.0)
+    assert {r.identity for r in rechecked} == {g.identities[0]}
 
 
 def test_bad_search_arguments(built):
@@ -504,3 +507,22 @@ def test_an_open_gallery_follows_changes_made_by_another_writer(tmp_path, small_
     (r,) = reader.search(small_set.vectors[3:4], k=3)
     assert victim not in [m.identity for m in r.matches]
     assert r.matches[0].identity == small_set.identities[3] and r.matches[0].score > 0.99
+
+
+def test_queries_below_the_threshold_are_searched_again_over_every_list(tmp_path):
+    data = synthetic_gallery(5000, 3, 128, genuine=0.6, seed=5)  # impostors stay below 0.5 at d=128
+    xq, _ = synthetic_probes(data, 300, 300, seed=6)
+    g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "ivf", index="ivfpq", nlist=64, pq_m=32,
+                             nprobe=2, progress=False)
+    exact = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "flat", index="flat", progress=False)
+    t = 0.5
+    narrow = g.search(xq, k=3, threshold=t, recheck_nprobe=1)
+    rechecked = g.search(xq, k=3, threshold=t)
+    wide = g.search(xq, k=3, threshold=t, nprobe=64)
+    below = [n.best is None or n.best.score < t for n in narrow]
+    assert 0 < sum(below) < len(xq)
+    for low, n, r, w in zip(below, narrow, rechecked, wide):
+        assert r == (w if low else n)  # exactly the wide answer where the narrow one said "unknown"
+    truth = [r.identity for r in exact.search(xq, k=1, threshold=t)]
+    agree = [np.mean([r.identity == e for r, e in zip(rs, truth)]) for rs in (narrow, rechecked)]
+    assert agree[0] < 0.9 and agree[1] >= 0.99, agree  # the open-set decisions now follow exact search

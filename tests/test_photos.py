@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from builds import copied_photos, interrupt_after_shards
 from gallery import Gallery
 from gallery.cli import main
 from gallery.errors import GalleryError, InvalidInputError, ModelMismatchError
@@ -243,24 +243,10 @@ Gallery.from_photos(sys.argv[1], sys.argv[2], rows_per_shard=1, workers=1, progr
 @pytest.mark.slow
 def test_a_killed_build_resumes(tmp_path):
     """SIGKILL a real build once it has written a few one-row shards; the rerun finishes only the rest."""
-    photos = tmp_path / "photos"
-    for i in range(4):  # 36 photos: enough that the kill lands mid-build
-        for d in (FACES / "gallery").iterdir():
-            (photos / d.name).mkdir(parents=True, exist_ok=True)
-            for p in d.iterdir():
-                shutil.copy(p, photos / d.name / f"{i}-{p.name}")
+    photos = copied_photos(FACES / "gallery", tmp_path / "photos", 4)  # 36 photos: the kill lands mid-build
     root = tmp_path / "g"
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(photos), str(root)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        journal = root / "journal.json"
-        if journal.is_file() and len(json.loads(journal.read_text() or "{}").get("shards", [])) >= 4:
-            break
-        if child.poll() is not None:
-            pytest.fail(f"the build ended before it could be killed: {child.stderr.read().decode()[-500:]}")
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    interrupt_after_shards(child, root, 4, signal.SIGKILL, timeout=120)
     assert not (root / "manifest.json").exists()
     written = len(json.loads((root / "journal.json").read_text())["shards"])
     g = Gallery.from_photos(photos, root, rows_per_shard=1, workers=1, progress=False)

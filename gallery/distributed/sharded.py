@@ -135,8 +135,9 @@ class ShardedSearcher(IdentitySearcher):
     It holds the gallery's labels (for its identity list and counts) and no index of its own.
     """
 
-    def __init__(self, root: Path, actors: list, record_ids: np.ndarray, labels: np.ndarray, next_id: int):
-        super().__init__(None, None, record_ids, labels, next_id)
+    def __init__(self, root: Path, actors: list, record_ids: np.ndarray, labels: np.ndarray, next_id: int,
+                 spec: Optional[IndexSpec]):
+        super().__init__(None, None, record_ids, labels, next_id, spec=spec)
         self.root = root
         self.actors = actors
 
@@ -213,7 +214,8 @@ class ShardedGallery(Gallery):
         self._actors = [server.remote(str(self.root), s, self.shards, trained, m.generation, threads)
                         for s in range(self.shards)]
         self._trained = trained  # Ray restarts an actor with its constructor's arguments: keep them alive
-        self._searcher = ShardedSearcher(self.root, self._actors, ids, labels, m.next_id)
+        spec = spec_of(m.index, m.dim) if m.index is not None else None
+        self._searcher = ShardedSearcher(self.root, self._actors, ids, labels, m.next_id, spec)
         self._searcher.shard_stats()  # waits for every shard, so a broken one fails here, not in a search
         self.load_seconds = time.perf_counter() - t
         self._names, self._codes, self._record_ids = self._searcher.names, self._searcher.codes, self._searcher.record_ids

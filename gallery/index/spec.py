@@ -11,17 +11,21 @@ The rule behind ``kind="auto"``:
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
 sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
-lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 4`` (at least 16,
-at most nlist); and
+lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 8``
+(at least 16, at most nlist), with every query whose best score falls below the open-set threshold
+searched again over ``recheck_nprobe = nlist`` cells (see below); and
 ``rerank = 2``: ``2 * k`` candidates get exact scores (on 1M x 512, 1, 2 and 4 gave the same rank-1
 agreement within 0.15 points, and each doubling cost about a quarter of the queries/s).
 
-Why so many probes: a probe and its mate's images have cosine around 0.6, far less than in typical
-nearest-neighbour benchmarks, so the mate often lies in a cell the probe is not nearest to. On 1M x 512
-synthetic identities, rank-1 agreement with exact search follows the fraction of cells visited, not the
-PQ codes: a quarter of the cells gave 98.6% agreement at 25x the speed of exact search through
-``Gallery.search`` on the hardest synthetic data, and 100% at 27x where images vary evenly around
-their identity (benchmarks/README.md has the tables).
+Why the recheck: a probe and its mate's images have cosine around 0.6, far less than in typical
+nearest-neighbour benchmarks, so the mate often lies in a cell the probe is not nearest to, and
+rank-1 agreement with exact search follows the fraction of cells visited, not the PQ codes. A search
+that misses the mate finds only impostors, whose best score lies below the open-set threshold: the
+answer would be "unknown". Searching exactly those queries again over all cells turns such misses
+back into the exact answer, and costs little because a query that found its mate is not searched
+again. On 1M x 512 synthetic identities with the hardest within-identity variation, an eighth of the
+cells alone gave 96% agreement; with the recheck 99.9% at 23x the speed of exact search
+(benchmarks/README.md has the tables).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class IndexSpec:
     pq_m: int = 0
     nprobe: int = 0
     rerank: int = 0
+    recheck_nprobe: int = 0
 
     @property
     def factory(self) -> str:
@@ -55,6 +60,15 @@ class IndexSpec:
         if self.kind == "flat":
             return "IDMap2,Flat"
         return f"IVF{self.nlist},PQ{self.pq_m}x4fs"
+
+    def probes(self, nprobe: Optional[int] = None, recheck_nprobe: Optional[int] = None) -> tuple[int, int]:
+        """(cells per query, cells for the recheck of queries below the threshold) for one search; a recheck
+        no wider than the first search is none (returned as 0). Flat indexes have neither."""
+        if self.kind == "flat":
+            return 0, 0
+        first = min(int(nprobe or self.nprobe), self.nlist)
+        wide = min(int(recheck_nprobe or self.recheck_nprobe or self.nlist), self.nlist)
+        return first, wide if wide > first else 0
 
     def params(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("kind", "dim")}
@@ -88,6 +102,7 @@ def choose_index_spec(
     pq_m: Optional[int] = None,
     nprobe: Optional[int] = None,
     rerank: Optional[int] = None,
+    recheck_nprobe: Optional[int] = None,
 ) -> IndexSpec:
     """Pick the index for ``n`` vectors of dimension ``d``; explicit arguments override the defaults.
 
@@ -114,5 +129,7 @@ def choose_index_spec(
         raise InvalidInputError(
             f"nlist = {nlist} needs at least {nlist * MIN_TRAIN_POINTS_PER_CELL} vectors to train, but there are {n}"
         )
-    nprobe = nprobe or max(16, nlist // 4)
-    return IndexSpec("ivfpq", d, nlist=nlist, pq_m=pq_m, nprobe=min(nprobe, nlist), rerank=rerank or 2)
+    nprobe = nprobe or max(16, nlist // 8)
+    recheck = min(recheck_nprobe or nlist, nlist)
+    return IndexSpec("ivfpq", d, nlist=nlist, pq_m=pq_m, nprobe=min(nprobe, nlist), rerank=rerank or 2,
+                     recheck_nprobe=recheck)

@@ -1,16 +1,15 @@
 """A photo build on Ray writes the gallery a local build writes, and resumes like one."""
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from builds import copied_photos, interrupt_after_shards
 from gallery import Gallery
 from gallery.cli import main
 
@@ -57,25 +56,11 @@ Gallery.from_photos(sys.argv[1], sys.argv[2], rows_per_shard=1, engine="ray", pr
 def test_a_killed_ray_build_resumes(ray_cluster, local_build, tmp_path):
     """SIGKILL a Ray build's driver (joined to this session's cluster) after a few one-row shards; the
     rerun embeds only the rest, and the gallery answers like the local one."""
-    photos = tmp_path / "photos"
-    for i in range(4):
-        for d in (FACES / "gallery").iterdir():
-            (photos / d.name).mkdir(parents=True, exist_ok=True)
-            for p in d.iterdir():
-                shutil.copy(p, photos / d.name / f"{i}-{p.name}")
+    photos = copied_photos(FACES / "gallery", tmp_path / "photos", 4)
     root = tmp_path / "g"
     address = ray_cluster.get_runtime_context().gcs_address
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(photos), str(root), address], stderr=subprocess.PIPE)
-    deadline = time.time() + 200
-    while time.time() < deadline:
-        journal = root / "journal.json"
-        if journal.is_file() and len(json.loads(journal.read_text() or "{}").get("shards", [])) >= 4:
-            break
-        if child.poll() is not None:
-            pytest.fail(f"the build ended before it could be killed: {child.stderr.read().decode()[-800:]}")
-        time.sleep(0.05)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    interrupt_after_shards(child, root, 4, signal.SIGKILL, timeout=200)
     assert not (root / "manifest.json").exists()
     written = len(json.loads((root / "journal.json").read_text())["shards"])
     g = Gallery.from_photos(photos, root, rows_per_shard=1, engine="ray", progress=False)

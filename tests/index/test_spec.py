@@ -3,7 +3,7 @@
 import pytest
 
 from gallery import InvalidInputError
-from gallery.index import AUTO_FLAT_MAX_CELLS, choose_index_spec
+from gallery.index import AUTO_FLAT_MAX_CELLS, IndexSpec, choose_index_spec
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_auto_rule(n, d, kind, nlist, pq_m):
 def test_factory_strings():
     assert choose_index_spec(100, 64).factory == "IDMap2,Flat"
     assert choose_index_spec(1_000_000, 512).factory == "IVF1024,PQ64x4fs"
-    assert choose_index_spec(1_000_000, 512).nprobe == 256
+    assert choose_index_spec(1_000_000, 512).nprobe == 128
 
 
 def test_ivfpq_defaults_respect_training_needs():
@@ -94,16 +94,27 @@ def test_default_ivfpq_parameters_are_always_buildable(n, d):
     assert spec.nlist >= 1 and spec.nlist & (spec.nlist - 1) == 0  # a power of two
     assert spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n
     assert d % spec.pq_m == 0
-    assert spec.nprobe == min(max(16, spec.nlist // 4), spec.nlist)  # a quarter of the lists, at least 16
+    assert spec.nprobe == min(max(16, spec.nlist // 8), spec.nlist)  # an eighth of the lists, at least 16
+    assert spec.recheck_nprobe == spec.nlist  # queries below the threshold are searched again over every list
     assert spec.rerank == 2
     assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
 
 
 def test_every_override_is_honoured_and_printed_in_the_factory():
-    spec = choose_index_spec(50_000, 96, "ivfpq", nlist=128, pq_m=24, nprobe=7, rerank=9)
+    spec = choose_index_spec(50_000, 96, "ivfpq", nlist=128, pq_m=24, nprobe=7, rerank=9, recheck_nprobe=64)
     assert (spec.kind, spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == ("ivfpq", 128, 24, 7, 9)
     assert spec.factory == "IVF128,PQ24x4fs"
-    assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9}
+    assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9, "recheck_nprobe": 64}
+
+
+def test_a_search_rechecks_with_more_lists_or_not_at_all():
+    spec = choose_index_spec(50_000, 64, "ivfpq", nlist=128, pq_m=16, nprobe=16)
+    assert spec.probes() == (16, 128)
+    assert spec.probes(nprobe=32, recheck_nprobe=64) == (32, 64)
+    assert spec.probes(nprobe=128) == (128, 0)  # already every list: nothing to recheck
+    assert spec.probes(recheck_nprobe=8) == (16, 0)
+    assert IndexSpec("ivfpq", 64, nlist=128, pq_m=16, nprobe=16).probes() == (16, 128)  # a manifest from before the recheck
+    assert choose_index_spec(100, 64).probes() == (0, 0)
 
 
 def test_nprobe_override_is_capped_at_nlist():
