@@ -5,7 +5,7 @@ RAM per vector, batched queries/s of ``Gallery.search(k=10)``, record-level reca
 flat, and how often the rank-1 identity agrees with flat (and with the truth) over mated queries. It
 asserts that the answers are right, so a fast broken path cannot pass.
 
-    .venv/bin/python benchmarks/search_scale.py                      # the full table (about 40 min)
+    .venv/bin/python benchmarks/search_scale.py                      # the full table (about 10 min)
     .venv/bin/python benchmarks/search_scale.py --quick              # a smoke run
 """
 

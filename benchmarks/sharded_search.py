@@ -6,8 +6,11 @@ the gallery's trained quantizers (build time), and the same queries are searched
 Measured: queries/s (batched, k=10), build time, RAM per shard (index + labels), and how often the
 rank-1 identity equals the local engine's. It asserts the answers agree, so a broken path cannot pass.
 
-    .venv/bin/python benchmarks/sharded_search.py --work /path/with/8GB/free       # 1M x 512 (about 10 min)
+    .venv/bin/python benchmarks/sharded_search.py --work /path/with/8GB/free       # 1M x 512 (about 4 min)
     .venv/bin/python benchmarks/sharded_search.py --quick                          # 30k x 128 smoke run
+
+Run it as root inside a network namespace that has only loopback (``unshare -n sh -c 'ip link set lo
+up && ...'``), as the tests are, so the local Ray cluster listens on 127.0.0.1 and nowhere else.
 """
 
 from __future__ import annotations
