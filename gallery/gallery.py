@@ -209,9 +209,7 @@ class Gallery:
 
     def _load(self) -> None:
         m = self.manifest
-        id_lists, label_lists = self._store.labels(m.shards)
-        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
-        labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+        id_lists, ids, labels = self._store.all_labels(m.shards)
         self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
         index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
         self._searcher = IdentitySearcher(index, self._vectors, ids, labels, m.next_id)

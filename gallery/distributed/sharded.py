@@ -57,20 +57,19 @@ def load_shard(root: Path, shard: int, shards: int, trained: Optional[np.ndarray
     if manifest.generation != generation:
         raise StaleShardError(f"{root}: the gallery changed (generation {manifest.generation}, expected {generation})")
     store = ShardStore(Path(root), manifest.shard_format)
-    id_lists, label_lists = store.labels(manifest.shards)
-    ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
-    labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+    id_lists, ids, labels = store.all_labels(manifest.shards)
     mine = shard_of(labels, shards) == shard
-    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists, only=ids[mine])
+    my_ids = ids[mine]
+    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists, only=my_ids)
     spec = spec_of(manifest.index, manifest.dim) if manifest.index else IndexSpec("flat", manifest.dim)
     if trained is not None:
         index = VectorIndex.from_bytes(trained, spec, gpu=gpu)
     else:
         index = VectorIndex.create(IndexSpec("flat", manifest.dim), gpu=gpu)
-    for s in range(0, int(mine.sum()), ADD_BATCH):
-        batch = ids[mine][s : s + ADD_BATCH]
+    for s in range(0, len(my_ids), ADD_BATCH):
+        batch = my_ids[s : s + ADD_BATCH]
         index.add(batch, vectors.gather(batch))
-    return IdentitySearcher(index, vectors, ids[mine], labels[mine], manifest.next_id)
+    return IdentitySearcher(index, vectors, my_ids, labels[mine], manifest.next_id)
 
 
 class ShardServer:
@@ -197,9 +196,7 @@ class ShardedGallery(Gallery):
         ray = connect(self._address)
         m = self.manifest
         self._stop_actors()
-        id_lists, label_lists = self._store.labels(m.shards)
-        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
-        labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+        id_lists, ids, labels = self._store.all_labels(m.shards)
         self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
         trained = None
         if m.index is not None and m.index.kind != "flat":

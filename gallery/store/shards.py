@@ -129,6 +129,13 @@ class ShardStore:
             identities.append(r.identities)
         return ids, identities
 
+    def all_labels(self, shards: Sequence[ShardInfo]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Per shard the record ids (what :meth:`vectors` takes), then every record id and identity label in storage order."""
+        id_lists, label_lists = self.labels(shards)
+        ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+        labels = np.concatenate(label_lists) if label_lists else np.empty(0, dtype=object)
+        return id_lists, ids, labels
+
     def vectors(self, shards: Sequence[ShardInfo], dim: int, ids: Optional[Sequence[np.ndarray]] = None,
                 only: Optional[np.ndarray] = None) -> VectorTable:
         """Memory-map every shard's vectors; ``ids`` per shard may be passed when already read, ``only``
