@@ -64,7 +64,7 @@ def _engine_options(sharded: bool):
         if sharded:
             f = click.option("--shards", type=click.IntRange(min=1), default=1, show_default=True,
                              help="ray: actors holding the gallery, split by identity.")(f)
-        f = click.option("--address", envvar="RAY_ADDRESS", metavar="ADDR",
+        f = click.option("--address", metavar="ADDR",
                          help="ray: the cluster to join (e.g. ray://head:10001; default: $RAY_ADDRESS, else a local one).")(f)
         f = click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
                          help="local: this machine; ray: a Ray cluster (needs pip install 'gallery[ray]').")(f)

@@ -213,7 +213,6 @@ class Gallery:
         self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
         index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
         self._searcher = IdentitySearcher(index, self._vectors, ids, labels, m.next_id)
-        self._names, self._codes, self._record_ids = self._searcher.names, self._searcher.codes, self._searcher.record_ids
 
     def _manifest_stamp(self) -> Optional[tuple[int, int]]:
         try:
@@ -230,6 +229,18 @@ class Gallery:
         self._load()
 
     # ------------------------------------------------------------------ properties
+
+    @property
+    def _names(self) -> np.ndarray:
+        return self._searcher.names
+
+    @property
+    def _codes(self) -> np.ndarray:
+        return self._searcher.codes
+
+    @property
+    def _record_ids(self) -> np.ndarray:
+        return self._searcher.record_ids
 
     @property
     def model(self) -> str:

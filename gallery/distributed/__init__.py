@@ -7,14 +7,14 @@ Ray, so the local engine never depends on it. Callers reach it through ``engine=
 
 from __future__ import annotations
 
+from ..errors import GalleryError, InvalidInputError
+
 ENGINES = ("local", "ray")
 INSTALL_HINT = "pip install 'gallery[ray]'"
 
 
 def check_engine(engine: str) -> None:
     """Raise a one-line error for an unknown engine, or for ``ray`` when Ray is not installed."""
-    from ..errors import InvalidInputError
-
     if engine not in ENGINES:
         raise InvalidInputError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "ray":
@@ -23,8 +23,6 @@ def check_engine(engine: str) -> None:
 
 def require_ray():
     """The ``ray`` module, or a one-line error that says how to install it."""
-    from ..errors import GalleryError
-
     try:
         import ray
     except ImportError:

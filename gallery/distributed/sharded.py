@@ -11,6 +11,7 @@ names it, never a partial answer.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..enrolment import ADD_BATCH, spec_of
-from ..errors import GalleryError
+from ..errors import GalleryError, InvalidInputError
 from ..gallery import Gallery
 from ..index import IndexSpec, VectorIndex, set_threads
 from ..search import IdentitySearcher
@@ -86,8 +87,6 @@ class ShardServer:
         return pack_ranked(self.searcher.rank(xq, k, **options))
 
     def stats(self) -> dict:
-        import os
-
         s = self.searcher
         return {"records": len(s), "identities": len(s.names), "ram_bytes": s.memory_bytes(),
                 "load_seconds": self.load_seconds, "pid": os.getpid()}
@@ -183,8 +182,6 @@ class ShardedGallery(Gallery):
     def __init__(self, root: Path | str, manifest, *, shards: int, address: Optional[str] = None,
                  gpu: Optional[bool] = None, threads: Optional[int] = None):
         if int(shards) < 1:
-            from ..errors import InvalidInputError
-
             raise InvalidInputError(f"shards must be >= 1, got {shards}")
         self.shards = int(shards)
         self._address = address
@@ -215,7 +212,6 @@ class ShardedGallery(Gallery):
         self._searcher = ShardedSearcher(self.root, self._actors, ids, labels, m.next_id, spec)
         self._searcher.shard_stats()  # waits for every shard, so a broken one fails here, not in a search
         self.load_seconds = time.perf_counter() - t
-        self._names, self._codes, self._record_ids = self._searcher.names, self._searcher.codes, self._searcher.record_ids
 
     def _stop_actors(self) -> None:
         if self._actors:

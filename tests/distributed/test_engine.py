@@ -84,7 +84,7 @@ def _only_loopback_here() -> bool:
         return [line.split(":")[0].strip() for line in f.readlines()[2:]] == ["lo"]
 
 
-@pytest.mark.skipif(not _only_loopback_here(), reason="run in the loopback-only namespace of tools/test.sh (as root)")
+@pytest.mark.skipif(not _only_loopback_here(), reason="needs the loopback-only network namespace .ci/run makes (unshare -n, as root)")
 def test_every_ray_listening_socket_is_on_loopback(ray_cluster):
     @ray_cluster.remote(num_cpus=0.25)
     def ping():
