@@ -23,18 +23,36 @@ class LabelledVectors:
     sources: Optional[np.ndarray]
 
 
+def _utf8_text(path: Path) -> str:
+    """The text of a user's file, or an error naming the first byte that is not UTF-8 (and its line)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the first label
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InvalidInputError(
+            f"{path}: not UTF-8 text: byte {e.start} (line {line}) is 0x{data[e.start]:02x}; save the file as UTF-8"
+        ) from None
+
+
 def read_labels_file(path: Path, *, label_column: str = "identity") -> np.ndarray:
     """Labels from a text file (one per line) or a CSV with a header naming ``label_column``."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"{path}: labels file not found")
-    text = path.read_text(encoding="utf-8")
+    text = _utf8_text(path)
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
+        try:
+            rows = list(csv.DictReader(text.splitlines()))
+        except csv.Error as e:
+            raise InvalidInputError(f"{path}: not a readable CSV file ({e})") from None
         if not rows:
             raise InvalidInputError(f"{path}: CSV has no rows")
         if label_column not in rows[0]:
-            raise InvalidInputError(f"{path}: no column {label_column!r} (columns: {', '.join(rows[0])})")
+            raise InvalidInputError(f"{path}: no column {label_column!r} (columns: {', '.join(map(str, rows[0]))})")
+        for i, r in enumerate(rows):
+            if r[label_column] is None:
+                raise InvalidInputError(f"{path}: data row {i + 1} has no {label_column!r} value (too few fields)")
         return np.asarray([r[label_column] for r in rows], dtype=object)
     return np.asarray([line.strip() for line in text.splitlines() if line.strip()], dtype=object)
 

@@ -154,3 +154,49 @@ def test_query_vectors_need_no_labels(tmp_path, xy):
     pq.write_table(pa.table({"vector": list(x)}), tmp_path / "q.parquet")
     data = read_query_vectors(tmp_path / "q.parquet")
     assert data.identities is None and np.allclose(data.vectors, x)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label(tmp_path, xy):
+    _, y = xy
+    (tmp_path / "labels.csv").write_bytes(b"\xef\xbb\xbfidentity\n" + "".join(f"{lab}\n" for lab in y).encode())
+    assert list(read_labels_file(tmp_path / "labels.csv")) == y
+
+
+def test_labels_that_are_not_utf8_name_the_byte_and_line(tmp_path):
+    (tmp_path / "labels.txt").write_bytes("zoë\nchloé\n".encode("cp1252"))
+    with pytest.raises(InvalidInputError) as e:
+        read_labels_file(tmp_path / "labels.txt")
+    assert str(e.value) == f"{tmp_path / 'labels.txt'}: not UTF-8 text: byte 2 (line 1) is 0xeb; save the file as UTF-8"
+
+
+def test_a_csv_row_without_a_label_is_named(tmp_path):
+    (tmp_path / "labels.csv").write_text("path,identity\np0,a\np1\n")
+    with pytest.raises(InvalidInputError, match=r"labels.csv: data row 2 has no 'identity' value"):
+        read_labels_file(tmp_path / "labels.csv")
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"vector": [["a", "b"], ["c", "d"]], "identity": ["a", "b"]}, "column 'vector' has type list<element: string>, expected a list of floats"),
+        ({"vector": [[1.0, None], [3.0, 4.0]], "identity": ["a", "b"]}, "column 'vector' has missing values"),
+        ({"vector": [[1.0, 2.0], None], "identity": ["a", "b"]}, "column 'vector' has 1 missing rows"),
+        ({"vector": [[1.0, 2.0], [3.0, 4.0]], "identity": [["a"], ["b"]]}, "column 'identity' has type list<element: string>, expected strings or integers"),
+        ({"vector": [[1.0, 2.0], [3.0, 4.0]], "identity": ["a", "b"], "source": [1, 2]}, "column 'source' has type int64, expected strings"),
+    ],
+    ids=["vectors-of-text", "a-missing-value", "a-missing-row", "labels-of-lists", "sources-of-numbers"],
+)
+def test_a_parquet_file_with_columns_of_the_wrong_type_is_named(tmp_path, table, message):
+    pq.write_table(pa.table(table), tmp_path / "v.parquet")
+    with pytest.raises(InvalidInputError) as e:
+        read_labelled_vectors(tmp_path / "v.parquet")
+    assert str(e.value).startswith(f"{tmp_path / 'v.parquet'}: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_hdf5_vectors_that_are_a_group_are_named(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_group("vector")
+        f.create_dataset("identity", data=np.array([b"a"]))
+    with pytest.raises(InvalidInputError) as e:
+        read_query_vectors(tmp_path / "v.h5")
+    assert str(e.value) == f"{tmp_path / 'v.h5'}: 'vector' is an HDF5 group, not a dataset"
