@@ -21,14 +21,16 @@ d = 64 to 512, where keeping the calibrated threshold gave 5% to 15%.
 from __future__ import annotations
 
 import contextlib
+import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import CorruptGalleryError, InvalidInputError
 from .metrics.identification import fnir, fpir, fpir_threshold, search_outcomes
 
 #: Identity scores kept per non-mated search for the tail fit.
@@ -106,9 +108,15 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Calibration":
-        tail = data.get("tail")
-        return cls(**{**data, "tail": TailFit(**tail) if tail else None})
+    def from_json(cls, data: dict, *, source: Path | str = "manifest.json",
+                  field: str = "thresholds.open_set") -> "Calibration":
+        """Read what :meth:`to_json` wrote, every field type-checked: the manifest holding it is untrusted.
+
+        A bad field raises a one-line :class:`CorruptGalleryError` naming ``source`` and the field.
+        """
+        values = _checked_fields(cls, data, field, source)
+        tail = values["tail"]
+        return cls(**{**values, "tail": TailFit(**_checked_fields(TailFit, tail, f"{field}.tail", source)) if tail else None})
 
     def threshold_for(self, n_identities: int) -> float:
         """The threshold a gallery of ``n_identities`` needs for the same FPIR (the measured one at its size)."""
@@ -116,6 +124,42 @@ class Calibration:
             return self.value
         predicted = self.tail.threshold(n_identities, self.target_fpir)
         return self.value if predicted is None else max(predicted, -1.0)
+
+
+def _checked_fields(cls: type, data: object, field: str, source: Path | str) -> dict:
+    """``data`` as keyword arguments of dataclass ``cls``: every field present, of its annotated type, no other."""
+    def damaged(name: str, what: str) -> CorruptGalleryError:
+        return CorruptGalleryError(f"{source}: {name} {what}; the file was edited or damaged")
+
+    def short(value: object) -> str:
+        return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+
+    if not isinstance(data, dict):
+        raise damaged(field, f"is {short(data)}, expected a JSON object")
+    kinds = {f.name: str(f.type) for f in fields(cls)}
+    for key in data:
+        if key not in kinds:
+            raise damaged(f"{field}.{key}", f"is not a field of {field} (fields: {', '.join(kinds)})")
+    for key, kind in kinds.items():
+        if key not in data:
+            raise damaged(f"{field}.{key}", "is missing")
+        value, optional = data[key], kind.startswith("Optional[")
+        base = kind[len("Optional["):-1] if optional else kind
+        if value is None and optional:
+            continue
+        if base == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            expected = "a finite number"
+        elif base == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            expected = "an integer >= 0"
+        elif base == "str":
+            ok, expected = isinstance(value, str), "a string"
+        else:  # a nested dataclass (the tail fit), checked by its own from_json
+            ok, expected = isinstance(value, dict), "a JSON object"
+        if not ok:
+            raise damaged(f"{field}.{key}", f"is {short(value)}, expected {expected}" + (" or null" if optional else ""))
+    return dict(data)
 
 
 def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report_identities: int) -> Calibration:
@@ -176,10 +220,8 @@ def leave_identities_out(gallery, *, holdout: float = 0.2, seed: int = 0) -> Ite
     keep = np.ones(len(ids), bool)
     keep[probe_rows] = False
     vectors = gallery.vectors_of(ids)
-    from .gallery import Gallery
-
-    with tempfile.TemporaryDirectory(prefix="gallery-leave-out-") as tmp:
-        sub = Gallery.from_vectors(vectors[keep], identities[keep], tmp, model=gallery.model, progress=False)
+    with tempfile.TemporaryDirectory(prefix="gallery-leave-out-") as tmp:  # the gallery's own class builds the copy
+        sub = type(gallery).from_vectors(vectors[keep], identities[keep], tmp, model=gallery.model, progress=False)
         yield sub, vectors[probe_rows], [str(identities[r]) for r in probe_rows]
 
 

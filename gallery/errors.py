@@ -23,3 +23,7 @@ class ModelMismatchError(GalleryError):
 
 class CorruptGalleryError(GalleryError):
     """A file the manifest names is missing, truncated or fails its checksum."""
+
+
+class GalleryLockedError(GalleryError):
+    """Another process is changing the gallery and did not finish within the wait allowed."""

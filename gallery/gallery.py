@@ -1,40 +1,33 @@
 """Gallery: enrolled identities on disk, searchable 1:N with an open-set decision.
 
-Changes go through :mod:`gallery.enrolment`, which keeps the previous gallery readable until a change
-commits and resumes an interrupted enrolment when it is run again.
+A thin facade: every change goes through :class:`gallery.store.change.GalleryChange` (one writer at a
+time, the manifest read under its lock, files first and the manifest last), enrolment through
+:mod:`gallery.enrolment`, the index through :mod:`gallery.index`, ranking through
+:mod:`gallery.search`. Searches pick up other processes' commits before they run.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .calibration import Calibration
 from .distributed import check_engine
-from .enrolment import (
-    ADD_BATCH,
-    commit,
-    enrol_batch,
-    enrol_photos,
-    erase_strays,
-    progress_bar,
-    records_batch,
-    save_index,
-    spec_of,
-    writer_lock,
-)
-from .errors import GalleryError, InvalidInputError, ModelMismatchError
-from .index import IndexSpec, VectorIndex, build_index, choose_index_spec, training_sample
+from .enrolment import enrol_batch, enrol_photos, records_batch
+from .errors import CorruptGalleryError, InvalidInputError, ModelMismatchError
+from .index import IndexSpec, build_index, choose_index_spec, training_sample
+from .index.files import add_vectors, index_path, load_index, save_index, spec_of
 from .search import IdentitySearcher, decide, resolve_threshold
-from .store import Manifest, ShardStore, read_manifest, write_manifest
-from .store.files import sha256_file
+from .store import Manifest, ShardStore, read_manifest
+from .store.change import NAMED_DIRS, GalleryChange, check_consistent
+from .store.files import TMP_SUFFIX, sha256_file
+from .store.journal import read_journal
+from .store.locks import reading
 from .store.manifest import manifest_path
-from .store.reports import scrub_reports
 from .store.shards import FORMATS
 from .types import FaceResult, PhotoResult, SearchResult
 from .vectors import as_embeddings
@@ -43,6 +36,20 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "external"
 DEFAULT_ROWS_PER_SHARD = 100_000
+
+#: Builds the searcher of one opened generation: ``(root, manifest, store, gpu) -> IdentitySearcher``.
+SearcherFactory = Callable[[Path, Manifest, ShardStore, Optional[bool]], IdentitySearcher]
+
+
+def local_searcher(root: Path, manifest: Manifest, store: ShardStore, gpu: Optional[bool]) -> IdentitySearcher:
+    """The local engine: the gallery's index loaded in this process over its memory-mapped vectors."""
+    id_lists, ids, labels = store.all_labels(manifest.shards)
+    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists)
+    index = load_index(root, manifest.index, manifest.dim, gpu=gpu) if manifest.index else None
+    if index is not None and index.ntotal != len(ids):
+        raise CorruptGalleryError(f"{root / manifest.index.file}: holds {index.ntotal} vectors, the shards "
+                                  f"{len(ids)} records; restore the gallery's files or run `gallery rebuild-index`")
+    return IdentitySearcher(index, vectors, ids, labels, manifest.next_id)
 
 
 class Gallery:
@@ -53,37 +60,37 @@ class Gallery:
     >>> results[0].identity  # the decided identity, or None for "unknown"      # doctest: +SKIP
     """
 
-    def __init__(self, root: Path | str, manifest: Manifest, *, gpu: Optional[bool] = None):
+    def __init__(self, root: Path | str, *, gpu: Optional[bool] = None, searchers: Optional[SearcherFactory] = None,
+                 wait: float = 0.0):
         self.root = Path(root)
-        self.manifest = manifest
         self._gpu = gpu
-        self._store = ShardStore(self.root, manifest.shard_format)
-        self._seen = self._manifest_stamp()
+        self._make_searcher = searchers or local_searcher
+        #: Seconds a change waits for another writer before it fails naming it.
+        self.wait = wait
         self._encoder = None
-        self._faces_of: Optional[dict] = None
         self.last_report: Optional[dict] = None
-        self._load()
+        self._reload()
 
     # ------------------------------------------------------------------ opening and creating
 
     @classmethod
     def open(cls, root: Path | str, *, gpu: Optional[bool] = None, engine: str = "local",
-             shards: Optional[int] = None, address: Optional[str] = None) -> "Gallery":
+             shards: Optional[int] = None, address: Optional[str] = None, wait: float = 0.0) -> "Gallery":
         """Open the gallery in ``root`` (``gpu``: None = use a GPU when faiss sees one).
 
         ``engine="ray"`` searches it on ``shards`` Ray actors, each holding the identities of one shard
-        (a :class:`gallery.distributed.sharded.ShardedGallery`), on the cluster at ``address`` (else
-        ``RAY_ADDRESS``, else a local one); answers are the local engine's.
+        (see :mod:`gallery.distributed.sharded`), on the cluster at ``address`` (else ``RAY_ADDRESS``,
+        else a local one); answers are the local engine's. ``wait``: seconds a change waits for another
+        writer to finish.
         """
         check_engine(engine)
-        manifest = read_manifest(Path(root))
         if engine == "ray":
-            from .distributed.sharded import ShardedGallery
+            from .distributed.sharded import ShardedSearchers
 
-            return ShardedGallery(root, manifest, shards=shards or 1, address=address, gpu=gpu)
+            return cls(root, gpu=gpu, searchers=ShardedSearchers(shards or 1, address=address), wait=wait)
         if shards not in (None, 1):
             raise InvalidInputError(f"shards={shards} needs engine='ray'; the local engine searches one index")
-        return cls(root, manifest, gpu=gpu)
+        return cls(root, gpu=gpu, wait=wait)
 
     @classmethod
     def from_vectors(
@@ -105,12 +112,15 @@ class Gallery:
         rerank: Optional[int] = None,
         gpu: Optional[bool] = None,
         progress: Optional[bool] = None,
+        wait: float = 0.0,
+        group_access: bool = False,
     ) -> "Gallery":
         """Build a gallery in ``root`` from embeddings and their identity labels.
 
         Vectors are L2-normalised before they are written. ``overwrite=True`` replaces an existing
         gallery, which stays readable until the new one is complete. An interrupted build resumes when
-        called again with the same arguments.
+        called again with the same arguments. The folder is private to its owner (0700, files 0600)
+        unless ``group_access`` makes it readable by the owner's group (0750 / 0640).
         """
         root = Path(root)
         if shard_format not in FORMATS:
@@ -120,11 +130,11 @@ class Gallery:
         x = as_embeddings(vectors)
         batch = records_batch(x, identities, sources, face_index)
         choose_index_spec(len(x), x.shape[1], index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
-        base, old = _new_manifest(root, overwrite, "Gallery.open(...).add_vectors", model=model, dim=x.shape[1],
-                                  shard_format=shard_format, rows_per_shard=rows_per_shard)
+        create = Manifest(model=model, dim=x.shape[1], shard_format=shard_format, rows_per_shard=rows_per_shard)
         index_params = dict(kind=index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
-        enrol_batch(root, base, old, batch, replace=True, index_params=index_params, gpu=gpu, progress=progress)
-        return cls.open(root, gpu=gpu)
+        enrol_batch(root, batch, create=create, replace=overwrite, wait=wait, group_access=group_access,
+                    index_params=index_params, gpu=gpu, progress=progress)
+        return cls(root, gpu=gpu, wait=wait)
 
     @classmethod
     def enrol(
@@ -145,7 +155,7 @@ class Gallery:
         """
         root = Path(root)
         if manifest_path(root).is_file() and not replace:
-            g = cls.open(root, gpu=build_options.get("gpu"))
+            g = cls(root, gpu=build_options.get("gpu"), wait=build_options.get("wait", 0.0))
             g.add_vectors(vectors, identities, sources=sources, model=model, progress=progress)
             return g
         return cls.from_vectors(
@@ -174,6 +184,8 @@ class Gallery:
         progress: Optional[bool] = None,
         engine: str = "local",
         address: Optional[str] = None,
+        wait: float = 0.0,
+        group_access: bool = False,
     ) -> "Gallery":
         """Build a gallery in ``root`` from a photo folder laid out ``<identity>/<photos>`` (or a CSV of path,identity).
 
@@ -183,6 +195,7 @@ class Gallery:
         :attr:`last_report` and in ``report-<generation>.json`` beside the manifest. An interrupted
         build resumes when called again with the same arguments. ``engine="ray"`` embeds on a Ray
         cluster (``address``, else ``RAY_ADDRESS``, else a local one) and writes the same gallery.
+        ``wait`` and ``group_access`` as for :meth:`from_vectors`.
         """
         from .embed import get_encoder, list_photos
 
@@ -194,25 +207,18 @@ class Gallery:
         if not found.photos:
             raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
         encoder = get_encoder(model, device=device)
-        base, old = _new_manifest(root, overwrite, "`gallery add` (Gallery.add_photos)", model=encoder.name,
-                                  dim=encoder.dim, shard_format=shard_format, rows_per_shard=rows_per_shard,
-                                  model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
-        _, report = enrol_photos(root, base, old, found, encoder, replace=True, faces=faces,
+        create = Manifest(model=encoder.name, dim=encoder.dim, shard_format=shard_format, rows_per_shard=rows_per_shard,
+                          model_fingerprint=encoder.fingerprint, model_spec=encoder.spec)
+        _, report = enrol_photos(root, found, encoder, create=create, replace=overwrite, wait=wait,
+                                 group_access=group_access, faces=faces,
                                  detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
                                  index_params={"kind": index}, gpu=gpu, progress=progress, engine=engine,
                                  address=address)
-        g = Gallery.open(root, gpu=gpu)
+        g = cls(root, gpu=gpu, wait=wait)
         g._encoder, g.last_report = encoder, report
         return g
 
     # ------------------------------------------------------------------ loading
-
-    def _load(self) -> None:
-        m = self.manifest
-        id_lists, ids, labels = self._store.all_labels(m.shards)
-        self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
-        index = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=self._gpu) if m.index else None
-        self._searcher = IdentitySearcher(index, self._vectors, ids, labels, m.next_id)
 
     def _manifest_stamp(self) -> Optional[tuple[int, int]]:
         try:
@@ -222,11 +228,44 @@ class Gallery:
         return st.st_ino, st.st_mtime_ns
 
     def _reload(self) -> None:
+        """Open the current generation, holding the readers' lock so no commit erases its files meanwhile;
+        a reader that still finds a file missing re-reads once if the manifest changed under it."""
+        for attempt in range(2):
+            seen = self._manifest_stamp()
+            try:
+                with reading(self.root):
+                    manifest = read_manifest(self.root)
+                    check_consistent(self.root, manifest)
+                    store = ShardStore(self.root, manifest.shard_format)
+                    calibration = manifest.thresholds.get("open_set")
+                    if calibration:
+                        Calibration.from_json(calibration, source=manifest_path(self.root))
+                    searcher = self._make_searcher(self.root, manifest, store, self._gpu)
+            except CorruptGalleryError:
+                if attempt or self._manifest_stamp() == seen:
+                    raise
+                LOG.info("%s: the gallery changed while it was opened; opening it again", self.root)
+                continue
+            break
+        self.manifest, self._store, self._searcher, self._seen = manifest, store, searcher, seen
         self._faces_of = None
-        self._seen = self._manifest_stamp()
-        self.manifest = read_manifest(self.root)
-        self._store = ShardStore(self.root, self.manifest.shard_format)
-        self._load()
+
+    def _refresh(self) -> None:
+        """Pick up another process's commit (its superseded files are erased once it is opened)."""
+        if self._manifest_stamp() != self._seen:
+            self._reload()
+
+    def close(self) -> None:
+        """Release what the engine holds (the Ray engine's shard actors); a no-op for the local engine."""
+        close = getattr(self._make_searcher, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ properties
 
@@ -241,6 +280,10 @@ class Gallery:
     @property
     def _record_ids(self) -> np.ndarray:
         return self._searcher.record_ids
+
+    @property
+    def _vectors(self):
+        return self._searcher.vectors
 
     @property
     def model(self) -> str:
@@ -270,7 +313,7 @@ class Gallery:
     def calibration(self) -> Optional[Calibration]:
         """The stored open-set calibration, if `gallery calibrate` has run."""
         data = self.manifest.thresholds.get("open_set")
-        return Calibration.from_json(data) if data else None
+        return Calibration.from_json(data, source=manifest_path(self.root)) if data else None
 
     def threshold(self, threshold: Optional[float] = None) -> tuple[float, str]:
         """The open-set threshold a search uses, and its source ("call", "calibrated", "model-default", "fallback").
@@ -291,13 +334,13 @@ class Gallery:
 
     def set_calibration(self, calibration: Calibration) -> None:
         """Store ``calibration`` in the manifest; searches use it from then on."""
-        if calibration.model != self.model:
-            raise ModelMismatchError(f"{self.root}: calibration is for model {calibration.model!r}, the gallery holds {self.model!r}")
-        with writer_lock(self.root):
-            m = read_manifest(self.root)
-            m.thresholds["open_set"] = calibration.to_json()
-            write_manifest(self.root, m)
-        self.manifest = read_manifest(self.root)
+        with GalleryChange(self.root, operation="calibrate", wait=self.wait) as change:
+            if calibration.model != change.manifest.model:
+                raise ModelMismatchError(f"{self.root}: calibration is for model {calibration.model!r}, the gallery "
+                                         f"holds {change.manifest.model!r}")
+            change.manifest.thresholds["open_set"] = calibration.to_json()
+            change.commit()
+        self._reload()
 
     # ------------------------------------------------------------------ search
 
@@ -322,8 +365,7 @@ class Gallery:
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        if self._manifest_stamp() != self._seen:  # another process committed a change: its old files are erased
-            self._reload()
+        self._refresh()
         xq = as_embeddings(queries, dim=self.dim, what="queries")
         t, source = self.threshold(threshold)
         ranked = self._searcher.rank_open_set(xq, k, t, nprobe=nprobe, recheck_nprobe=recheck_nprobe, rerank=rerank,
@@ -342,18 +384,17 @@ class Gallery:
         model: Optional[str] = None,
         progress: Optional[bool] = None,
     ) -> np.ndarray:
-        """Enrol more vectors (new or existing identities) without retraining the index; returns their record ids."""
-        if model is not None and model != self.model:
-            raise ModelMismatchError(
-                f"{self.root}: gallery holds {self.model!r} embeddings; vectors from model {model!r} cannot be mixed in"
-            )
+        """Enrol more vectors (new or existing identities) without retraining the index; returns their record ids.
+
+        The change works on the gallery as it is when it takes the writer lock, whatever other
+        processes committed since this object opened it.
+        """
+        self._refresh()
         x = as_embeddings(vectors, dim=self.dim)
         batch = records_batch(x, identities, sources, face_index)
-        base = read_manifest(self.root)
-        first = base.next_id
-        enrol_batch(self.root, base, base, batch, replace=False, gpu=self._gpu, progress=progress)
+        m = enrol_batch(self.root, batch, wait=self.wait, model=model, gpu=self._gpu, progress=progress)
         self._reload()
-        return np.arange(first, first + len(x), dtype=np.int64)
+        return np.arange(m.next_id - len(x), m.next_id, dtype=np.int64)
 
     def encoder(self, model: Optional[str] = None, *, device: Optional[str] = None):
         """The encoder that made this gallery's embeddings (loaded once), checked against its fingerprint.
@@ -405,8 +446,7 @@ class Gallery:
         if not found.photos:
             raise InvalidInputError(f"{photos}: no photos found (expected <identity>/<image files>)")
         encoder = self.encoder(model, device=device)
-        base = read_manifest(self.root)
-        _, report = enrol_photos(self.root, base, base, found, encoder, replace=False, faces=faces,
+        _, report = enrol_photos(self.root, found, encoder, wait=self.wait, faces=faces,
                                  detector=_detector_options(detector, landmarks, upsample, max_side), workers=workers,
                                  gpu=self._gpu, progress=progress, engine=engine, address=address)
         self._reload()
@@ -468,15 +508,10 @@ class Gallery:
     def thumbnail(self, record_id: int, size: int = 64) -> Optional[np.ndarray]:
         """The face of a photo-built record, cropped from its source photo (None when the photo is gone)."""
         from .embed import face_thumbnail
-        from .store.reports import REPORT_GLOB, read_report
+        from .store.reports import photo_faces
 
         if self._faces_of is None:
-            self._faces_of = {}
-            for path in sorted(self.root.glob(REPORT_GLOB)):
-                report = read_report(path)
-                root = report.get("photos_root")
-                for e in report.get("sources", []) if root else []:
-                    self._faces_of[e["source"]] = (Path(root) / e["source"], e["boxes"])
+            self._faces_of = photo_faces(self.root)
             wanted = {}
             for r in self._store.iter_records(self.manifest.shards, columns=["id", "source", "face_index"]):
                 for i, s, f in zip(r.ids, r.sources, r.face_index):
@@ -492,42 +527,31 @@ class Gallery:
             return None
 
     def remove(self, identities: Sequence[str], *, progress: Optional[bool] = None) -> int:
-        """Remove identities from the index and erase their records from disk; returns records removed.
+        """Remove identities from the index and erase them from every file of the gallery; returns records removed.
 
-        Shards holding their rows are rewritten without them and the old files are overwritten with
-        zeros before deletion, so the removed vectors and labels are gone from the gallery folder.
+        Shards holding their rows are rewritten without them, their photos' entries leave every report,
+        the logs and shards of interrupted runs are erased, and every superseded file is overwritten
+        with zeros before deletion: nothing of them is left in the gallery folder. Which records go is
+        decided under the writer lock, on the gallery as it is then.
         """
         if isinstance(identities, str):
             identities = [identities]
         wanted = list(dict.fromkeys(str(s) for s in identities))
-        known = set(self.identities)
-        unknown = [s for s in wanted if s not in known]
-        if unknown:
-            raise InvalidInputError(f"{self.root}: no such identities: {', '.join(unknown[:10])}; nothing was removed")
-        codes = np.searchsorted(self._names, wanted)
-        remove_ids = self._record_ids[np.isin(self._codes, codes)]
-        with writer_lock(self.root):
-            base = read_manifest(self.root)
-            erase_strays(self.root, base, None)
-            new = copy.deepcopy(base)
-            shards = []
-            bar = progress_bar(progress, total=len(base.shards), desc="compacting shards", unit="shard")
-            for info in base.shards:
-                overlaps = np.any((remove_ids >= info.first_id) & (remove_ids <= info.last_id))
-                if overlaps:
-                    info = self._store.rewrite_without(info, remove_ids, new.next_file)
-                    new.next_file += 1
-                if info is not None:
-                    shards.append(info)
-                bar.update()
-            bar.close()
-            new.shards = shards
-            if base.index is not None:
-                index = VectorIndex.load(self.root / base.index.file, spec_of(base.index, base.dim), gpu=self._gpu)
+        with GalleryChange(self.root, operation="remove", wait=self.wait) as change:
+            m = change.manifest
+            _, ids, labels = change.store.all_labels(m.shards)
+            labels = labels.astype(str)
+            unknown = sorted(set(wanted) - set(labels.tolist()))
+            if unknown:
+                raise InvalidInputError(f"{self.root}: no such identities: {', '.join(unknown[:10])}; nothing was removed")
+            remove_ids = ids[np.isin(labels, wanted)]
+            change.drop(remove_ids, progress=progress)
+            if m.index is not None:
+                index = load_index(self.root, m.index, m.dim, gpu=self._gpu)
                 index.remove(remove_ids)
-                new.index = save_index(self.root, index, new, base.index.trained_on)
-            commit(self.root, new, base)
-            scrub_reports(self.root, set(wanted))
+                m.index = save_index(self.root, index, change.next_seq(), m.index.trained_on)
+            change.forget(wanted)
+            change.commit()
         self._reload()
         return int(len(remove_ids))
 
@@ -541,38 +565,57 @@ class Gallery:
         rerank: Optional[int] = None,
         progress: Optional[bool] = None,
     ) -> IndexSpec:
-        """Retrain and rebuild the index from the stored vectors (after large growth, or to change kind)."""
-        spec = choose_index_spec(len(self), self.dim, index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
-        with writer_lock(self.root):
-            base = read_manifest(self.root)
-            erase_strays(self.root, base, None)
-            new = copy.deepcopy(base)
+        """Retrain and rebuild the index from the stored vectors (after large growth, or to change kind).
+
+        It indexes the records the gallery holds when the writer lock is taken, including those other
+        processes added since this object was opened.
+        """
+        with GalleryChange(self.root, operation="rebuild-index", wait=self.wait) as change:
+            m = change.manifest
+            id_lists, ids, _ = change.store.all_labels(m.shards)
+            vectors = change.store.vectors(m.shards, m.dim, ids=id_lists)
+            spec = choose_index_spec(len(ids), m.dim, index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
             sample = None
             if spec.kind != "flat":
-                rows = training_sample(len(self), spec)
-                sample = self._vectors.gather(self._record_ids[rows])
-            built = build_index(spec, sample, self._stored_batches(progress), gpu=self._gpu)
-            new.index = save_index(self.root, built, new, len(sample) if sample is not None else 0)
-            commit(self.root, new, base)
+                sample = vectors.gather(ids[training_sample(len(ids), spec)])
+            built = build_index(spec, sample, (), gpu=self._gpu)
+            add_vectors(built, ids, vectors, progress=progress)
+            m.index = save_index(self.root, built, change.next_seq(), len(sample) if sample is not None else 0)
+            change.commit()
         self._reload()
         return spec
 
-    def _stored_batches(self, progress: Optional[bool]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        bar = progress_bar(progress, total=len(self), desc="indexing", unit="vec")
-        for s in range(0, len(self), ADD_BATCH):
-            ids = self._record_ids[s : s + ADD_BATCH]
-            yield ids, self._vectors.gather(ids)
-            bar.update(len(ids))
-        bar.close()
-
     def verify(self) -> None:
-        """Recompute every checksum the manifest records; raise CorruptGalleryError on the first mismatch."""
-        self._store.verify(self.manifest.shards)
-        info = self.manifest.index
-        if info is not None and sha256_file(self.root / info.file) != info.sha256:
-            from .errors import CorruptGalleryError
+        """Check everything that can disagree; raise CorruptGalleryError naming the first thing that does.
 
+        Every checksum; every file in shards/ and index/ named by the manifest (or by the journal of a
+        change still under way) and every named file there; each shard's row count and id range; ids
+        unique and below ``next_id``; the index's vector count equal to the live records.
+        """
+        self._refresh()
+        m, store = self.manifest, self._store
+        store.verify(m.shards)
+        info = m.index
+        if info is not None and sha256_file(index_path(self.root, info)) != info.sha256:
             raise CorruptGalleryError(f"{self.root / info.file}: checksum mismatch; run `gallery rebuild-index`")
+        journal = read_journal(self.root)
+        named = store.files_of(m.shards) | store.files_of(journal.shards if journal else [])
+        if info is not None:
+            named.add(info.file)
+        if journal is not None and journal.trained_index:
+            named.add(journal.trained_index)
+        for folder in NAMED_DIRS:
+            path = self.root / folder
+            for p in sorted(path.iterdir()) if path.is_dir() else []:
+                unfinished = journal is not None or p.name.endswith(TMP_SUFFIX)  # an interrupted change's
+                if f"{folder}/{p.name}" not in named and not unfinished:
+                    raise CorruptGalleryError(f"{p}: on disk but not named in the manifest; it was copied in or "
+                                              "a shard entry was removed from manifest.json")
+        store.check_ids(m.shards, m.next_id)
+        held = self._searcher.index.ntotal if self._searcher.index is not None else 0
+        if held != len(self) or (info is not None and info.ntotal != held):
+            raise CorruptGalleryError(f"{self.root}: the index holds {held} vectors, the shards {len(self)} records "
+                                      f"(the manifest says {info.ntotal if info else 0}); run `gallery rebuild-index`")
 
     # ------------------------------------------------------------------ reporting
 
@@ -605,25 +648,10 @@ class Gallery:
             suggested = choose_index_spec(len(self), m.dim, "auto") if len(self) else None
             if suggested is not None and suggested.kind != m.index.kind:
                 out["index"]["advice"] = f"at {len(self)} vectors the auto rule picks {suggested.kind}; run `gallery rebuild-index`"
+        engine = self._searcher.engine_info()
+        if engine is not None:
+            out["engine"] = engine
         return out
-
-
-def _new_manifest(root: Path, overwrite: bool, add_with: str, **fields) -> tuple[Manifest, Optional[Manifest]]:
-    """The manifest a new gallery in ``root`` starts from, and the one it replaces (``overwrite``) if any.
-
-    File and id numbering continue the old gallery's, so none of its files is overwritten in place.
-    """
-    old = None
-    if manifest_path(root).is_file():
-        if not overwrite:
-            raise GalleryError(f"{root}: already holds a gallery; add to it with {add_with}, or pass overwrite=True")
-        old = read_manifest(root)
-    elif root.exists() and not root.is_dir():
-        raise InvalidInputError(f"{root}: exists and is not a folder")
-    base = Manifest(**fields)
-    if old is not None:
-        base.generation, base.next_id, base.next_file = old.generation, old.next_id, old.next_file
-    return base, old
 
 
 def _detector_options(method: str, landmarks: Optional[int], upsample: Optional[int], max_side: Optional[int]) -> dict:

@@ -146,6 +146,10 @@ class IdentitySearcher:
         labels += self.vectors.nbytes if self.vectors is not None else 0
         return int(index + labels)
 
+    def engine_info(self) -> Optional[dict]:
+        """What a distributed engine reports about its workers (None for the local engine)."""
+        return None
+
     def rank(self, xq: np.ndarray, k: int, *, nprobe: Optional[int] = None, rerank: Optional[int] = None,
              aggregate: str = "max", top_n: int = 3) -> list[list[Match]]:
         """At most ``k`` identities per query row, best first (``xq``: validated unit-norm queries)."""

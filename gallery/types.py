@@ -120,6 +120,20 @@ class Records:
             model=self.model,
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence["Records"]) -> "Records":
+        """The rows of ``parts`` one after another (the model of the first)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            ids=np.concatenate([p.ids for p in parts]),
+            identities=np.concatenate([p.identities for p in parts]),
+            sources=np.concatenate([p.sources for p in parts]),
+            face_index=np.concatenate([p.face_index for p in parts]),
+            vectors=np.concatenate([p.vectors for p in parts]),
+            model=parts[0].model,
+        )
+
 
 class IdMap:
     """Record id -> value (a row, an identity code), -1 for ids it does not hold.

@@ -4,6 +4,7 @@ Galleries with an ivfpq index are built with explicit nlist / pq_m / nprobe / re
 defaults in gallery/index/spec.py does not move these tests.
 """
 
+import os
 import re
 
 import faiss
@@ -20,7 +21,7 @@ from gallery import (
     InvalidInputError,
     ModelMismatchError,
 )
-from gallery.enrolment import writer_lock
+from gallery.store.locks import writer_lock
 from gallery.search import FALLBACK_THRESHOLD, MODEL_THRESHOLDS
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 
@@ -493,7 +494,7 @@ def test_verify_fails_after_a_changed_index_byte(built):
 
 def test_one_writer_at_a_time(built, small_set):
     with writer_lock(built.root):
-        with pytest.raises(GalleryError, match="another process is writing to this gallery"):
+        with pytest.raises(GalleryError, match=f"process {os.getpid()} is changing this gallery"):
             built.add_vectors(small_set.vectors[:1], ["late"])
     assert len(Gallery.open(built.root)) == 1800
 

@@ -305,3 +305,59 @@ def test_calibrate_and_eval_on_photo_probes(built, probe_folder, tmp_path):
     assert "rank-1 1.0000 (probes)" in r.output
     for name in ("similarity_grid.png", "embedding_map.png", "report.html", "metrics.json"):
         assert (tmp_path / "ev" / name).is_file()
+
+
+def gallery_holds(root: Path, secrets: list[bytes]) -> list[bytes]:
+    """Which of ``secrets`` occur anywhere in any file of the gallery folder."""
+    blobs = [p.read_bytes() for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    return [s for s in secrets if any(s in b for b in blobs)]
+
+
+@pytest.mark.slow
+def test_remove_leaves_no_byte_of_the_person_even_after_an_interrupted_add(tmp_path):
+    """Scan every byte of the gallery for the label, the photo names and the float32 vectors of the removed
+    person, in the committed files and in what a killed `gallery add` of more of his photos left behind."""
+    root = tmp_path / "g"
+    g = Gallery.from_photos(FACES / "gallery", root, workers=0, progress=False)
+    ids, labels = g.records()
+    secrets = [b"kit_harington", b"john1", b"john2"] + [v.tobytes() for v in g.vectors_of(ids[labels == "kit_harington"])]
+    more = tmp_path / "more" / "kit_harington"
+    more.mkdir(parents=True)
+    for i in range(12):
+        for p in (FACES / "gallery" / "kit_harington").iterdir():
+            shutil.copy(p, more / f"{i}-{p.name}")
+    child = subprocess.Popen([sys.executable, "-m", "gallery.cli", "add", str(more.parent), "-g", str(root), "--workers", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal, _ = interrupt_after_shards(child, root, 1, signal.SIGKILL, timeout=120)
+    assert list(root.glob(".sources-*.jsonl")), "the killed add left its log of photo outcomes"
+    for s in journal["shards"]:
+        secrets += [v.tobytes() for v in np.load(root / s["vectors_file"])]
+    assert gallery_holds(root, secrets) == secrets, "the scan must see every secret before the removal"
+
+    r = CliRunner().invoke(main, ["remove", "kit_harington", "-g", str(root)])
+    assert r.exit_code == 0, r.output
+    assert gallery_holds(root, secrets) == []
+    g = Gallery.open(root)
+    g.verify()
+    assert "kit_harington" not in g.identities and len(g) == 7
+    (photo,) = g.search_images(FACES / "probes" / "obama1.jpg")
+    assert photo.faces[0].identity == "obama"
+
+
+@pytest.mark.slow
+def test_a_photo_build_stopped_with_ctrl_c_resumes_where_it_stopped_and_says_so(tmp_path):
+    photos = copied_photos(FACES / "gallery", tmp_path / "photos", 4)  # 36 photos, in one 100k-row shard
+    root = tmp_path / "g"
+    build = [sys.executable, "-m", "gallery.cli", "build", str(photos), "-o", str(root), "--workers", "1"]
+    child = subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal, err = interrupt_after_shards(child, root, 1, signal.SIGINT, timeout=120)
+    assert "interrupted: the gallery is as it was before this command; rerun it to resume" in err
+    checkpointed = sum(s["rows"] for s in journal["shards"])
+    rerun = subprocess.run(build, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    done = [line for line in rerun.stderr.splitlines() if line.startswith("resuming: ")]
+    assert len(done) == 1 and done[0].endswith(" of 36 photos already done"), rerun.stderr
+    assert checkpointed <= int(done[0].split()[1]) < 36
+    g = Gallery.open(root)
+    assert len(g) == 36 and len(g.manifest.shards) == 1, "the checkpoints are merged into one shard at commit"
+    g.verify()

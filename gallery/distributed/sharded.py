@@ -5,7 +5,8 @@ ranks whole identities with the local engine's code and the driver only merges S
 actors build their shard from the gallery's own files: the stored vectors and, for ivfpq, the
 gallery's trained quantizers, to which each shard adds its own slice (train once, add per slice).
 Ray restarts an actor that dies, from the same files; a shard that cannot come back is an error that
-names it, never a partial answer.
+names it, never a partial answer. :class:`ShardedSearchers` plugs it into a gallery as its searcher
+factory (``Gallery.open(root, engine="ray", shards=S)``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..enrolment import ADD_BATCH, spec_of
 from ..errors import GalleryError, InvalidInputError
-from ..gallery import Gallery
 from ..index import IndexSpec, VectorIndex, set_threads
+from ..index.files import add_vectors, load_index, spec_of
 from ..search import IdentitySearcher
-from ..store import ShardStore, read_manifest
+from ..store import Manifest, ShardStore, read_manifest
+from ..store.locks import reading
 from ..types import Match
 from . import require_ray
 from .cluster import cluster_cpus, connect
@@ -54,22 +55,21 @@ def load_shard(root: Path, shard: int, shards: int, trained: Optional[np.ndarray
 
     ``trained`` is the gallery's index with its quantizers trained and no vectors (None for flat).
     """
-    manifest = read_manifest(Path(root))
-    if manifest.generation != generation:
-        raise StaleShardError(f"{root}: the gallery changed (generation {manifest.generation}, expected {generation})")
-    store = ShardStore(Path(root), manifest.shard_format)
-    id_lists, ids, labels = store.all_labels(manifest.shards)
-    mine = shard_of(labels, shards) == shard
-    my_ids = ids[mine]
-    vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists, only=my_ids)
+    with reading(Path(root)):
+        manifest = read_manifest(Path(root))
+        if manifest.generation != generation:
+            raise StaleShardError(f"{root}: the gallery changed (generation {manifest.generation}, expected {generation})")
+        store = ShardStore(Path(root), manifest.shard_format)
+        id_lists, ids, labels = store.all_labels(manifest.shards)
+        mine = shard_of(labels, shards) == shard
+        my_ids = ids[mine]
+        vectors = store.vectors(manifest.shards, manifest.dim, ids=id_lists, only=my_ids)
     spec = spec_of(manifest.index, manifest.dim) if manifest.index else IndexSpec("flat", manifest.dim)
     if trained is not None:
         index = VectorIndex.from_bytes(trained, spec, gpu=gpu)
     else:
         index = VectorIndex.create(IndexSpec("flat", manifest.dim), gpu=gpu)
-    for s in range(0, len(my_ids), ADD_BATCH):
-        batch = my_ids[s : s + ADD_BATCH]
-        index.add(batch, vectors.gather(batch))
+    add_vectors(index, my_ids, vectors, progress=False)
     return IdentitySearcher(index, vectors, my_ids, labels[mine], manifest.next_id)
 
 
@@ -133,9 +133,9 @@ class ShardedSearcher(IdentitySearcher):
     It holds the gallery's labels (for its identity list and counts) and no index of its own.
     """
 
-    def __init__(self, root: Path, actors: list, record_ids: np.ndarray, labels: np.ndarray, next_id: int,
+    def __init__(self, root: Path, actors: list, vectors, record_ids: np.ndarray, labels: np.ndarray, next_id: int,
                  spec: Optional[IndexSpec]):
-        super().__init__(None, None, record_ids, labels, next_id, spec=spec)
+        super().__init__(None, vectors, record_ids, labels, next_id, spec=spec)
         self.root = root
         self.actors = actors
 
@@ -165,6 +165,9 @@ class ShardedSearcher(IdentitySearcher):
         """Per shard: records, identities, RAM of its index and labels, load time, process id."""
         return [self._answer(i, a.stats.remote()) for i, a in enumerate(self.actors)]
 
+    def engine_info(self) -> Optional[dict]:
+        return {"name": "ray", "shards": self.shard_stats()}
+
 
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -172,32 +175,30 @@ def _first_line(e: BaseException) -> str:
     return (cause[-1] if cause else lines[0] if lines else type(e).__name__)[:300]
 
 
-class ShardedGallery(Gallery):
-    """A gallery whose searches run on ``shards`` Ray actors; everything else works as on the local engine.
-
-    Changes (add, remove, rebuild) are written by this process as usual, after which the actors are
-    restarted from the new files.
+class ShardedSearchers:
+    """The Ray engine, as the searcher factory of a :class:`gallery.Gallery`: each generation the gallery
+    opens is served by ``shards`` Ray actors, started from its files (those of the previous one are
+    stopped first). Changes are written by the gallery's own process as usual.
     """
 
-    def __init__(self, root: Path | str, manifest, *, shards: int, address: Optional[str] = None,
-                 gpu: Optional[bool] = None, threads: Optional[int] = None):
+    def __init__(self, shards: int, *, address: Optional[str] = None, threads: Optional[int] = None):
         if int(shards) < 1:
             raise InvalidInputError(f"shards must be >= 1, got {shards}")
         self.shards = int(shards)
         self._address = address
         self._threads = threads
         self._actors: list = []
-        super().__init__(root, manifest, gpu=gpu)
+        self._trained = None
 
-    def _load(self) -> None:
+    def __call__(self, root: Path, manifest: Manifest, store: ShardStore, gpu: Optional[bool]) -> ShardedSearcher:
         ray = connect(self._address)
-        m = self.manifest
-        self._stop_actors()
-        id_lists, ids, labels = self._store.all_labels(m.shards)
-        self._vectors = self._store.vectors(m.shards, m.dim, ids=id_lists)
+        self.close()
+        m = manifest
+        id_lists, ids, labels = store.all_labels(m.shards)
+        vectors = store.vectors(m.shards, m.dim, ids=id_lists)
         trained = None
         if m.index is not None and m.index.kind != "flat":
-            full = VectorIndex.load(self.root / m.index.file, spec_of(m.index, m.dim), gpu=False)
+            full = load_index(root, m.index, m.dim, gpu=False)
             trained = ray.put(full.trained_copy().to_bytes())
             del full
         cpus = cluster_cpus()
@@ -205,32 +206,19 @@ class ShardedGallery(Gallery):
         server = ray.remote(ShardServer).options(num_cpus=min(1.0, cpus / self.shards / 2),
                                                  max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
         t = time.perf_counter()
-        self._actors = [server.remote(str(self.root), s, self.shards, trained, m.generation, threads)
+        self._actors = [server.remote(str(root), s, self.shards, trained, m.generation, threads)
                         for s in range(self.shards)]
         self._trained = trained  # Ray restarts an actor with its constructor's arguments: keep them alive
         spec = spec_of(m.index, m.dim) if m.index is not None else None
-        self._searcher = ShardedSearcher(self.root, self._actors, ids, labels, m.next_id, spec)
-        self._searcher.shard_stats()  # waits for every shard, so a broken one fails here, not in a search
-        self.load_seconds = time.perf_counter() - t
+        searcher = ShardedSearcher(root, self._actors, vectors, ids, labels, m.next_id, spec)
+        searcher.shard_stats()  # waits for every shard, so a broken one fails here, not in a search
+        searcher.load_seconds = time.perf_counter() - t
+        return searcher
 
-    def _stop_actors(self) -> None:
+    def close(self) -> None:
+        """Stop the shard actors (they also stop when the gallery is garbage-collected)."""
         if self._actors:
             ray = require_ray()
             for actor in self._actors:
                 ray.kill(actor, no_restart=True)
             self._actors = []
-
-    def close(self) -> None:
-        """Stop the shard actors (they also stop when this object is garbage-collected)."""
-        self._stop_actors()
-
-    def __enter__(self) -> "ShardedGallery":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def info(self) -> dict:
-        out = super().info()
-        out["engine"] = {"name": "ray", "shards": self._searcher.shard_stats()}
-        return out

@@ -134,8 +134,8 @@ class VectorIndex:
     def from_bytes(cls, data: np.ndarray, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
         return cls(faiss.deserialize_index(np.asarray(data, dtype=np.uint8)), spec, gpu=gpu)
 
-    def save(self, path: Path) -> None:
-        write_atomic(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)))
+    def save(self, path: Path, *, mode: Optional[int] = None) -> None:
+        write_atomic(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)), mode=mode)
 
     @classmethod
     def load(cls, path: Path, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":

@@ -16,13 +16,12 @@ import numpy as np
 from ..errors import CorruptGalleryError, InvalidInputError
 from ..types import IdMap, Records
 from . import hdf5, parquet
-from .files import TMP_SUFFIX, erase_file, sha256_file, write_atomic
-from .manifest import ShardInfo
+from .files import gallery_file, make_dir, sha256_file, write_atomic
+from .manifest import MANIFEST_NAME, SHARD_DIR, ShardInfo
 
 LOG = logging.getLogger(__name__)
 
 FORMATS = {"parquet": parquet, "hdf5": hdf5}
-SHARD_DIR = "shards"
 
 
 def shard_format_module(name: str):
@@ -87,16 +86,17 @@ class ShardStore:
         self.dir = self.root / SHARD_DIR
 
     def _path(self, name: str) -> Path:
-        return self.root / name
+        """The path of a shard file the manifest names, checked to stay inside the gallery's shards/."""
+        return gallery_file(self.root, name, "shards[].file", self.root / MANIFEST_NAME, under=SHARD_DIR)
 
-    def write_shard(self, records: Records, seq: int) -> ShardInfo:
+    def write_shard(self, records: Records, seq: int, *, mode: Optional[int] = None) -> ShardInfo:
         """Write ``records`` as shard number ``seq``: each file under a temporary name, then renamed."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.dir, self.root)
         stem = f"{SHARD_DIR}/shard-{seq:06d}"
         file, vectors_file = stem + self._fmt.EXTENSION, stem + ".vectors.npy"
         vectors = np.ascontiguousarray(records.vectors, dtype=np.float32)
-        write_atomic(self._path(vectors_file), lambda tmp: _save_npy(tmp, vectors))
-        write_atomic(self._path(file), lambda tmp: self._fmt.write_records(tmp, records))
+        write_atomic(self._path(vectors_file), lambda tmp: _save_npy(tmp, vectors), mode=mode)
+        write_atomic(self._path(file), lambda tmp: self._fmt.write_records(tmp, records), mode=mode)
         ids = np.asarray(records.ids, dtype=np.int64)
         return ShardInfo(
             file=file,
@@ -145,6 +145,8 @@ class ShardStore:
             path = self._path(info.vectors_file)
             try:
                 mat = np.load(path, mmap_mode="r")
+            except EOFError:
+                raise CorruptGalleryError(f"{path}: cannot memory-map shard vectors (the file is empty or truncated)") from None
             except (OSError, ValueError) as e:
                 raise CorruptGalleryError(f"{path}: cannot memory-map shard vectors ({e})") from None
             if mat.shape != (info.rows, dim) or mat.dtype != np.float32:
@@ -163,6 +165,23 @@ class ShardStore:
                 if sha256_file(path) != expected:
                     raise CorruptGalleryError(f"{path}: checksum mismatch; the file was changed or damaged")
 
+    def check_ids(self, shards: Sequence[ShardInfo], next_id: int) -> None:
+        """Cross-check what the manifest says of each shard's ids against its rows: within its
+        [first_id, last_id], each id once in the whole gallery, every id below ``next_id``."""
+        seen: list[np.ndarray] = []
+        for info in shards:
+            ids = self.read(info, columns=["id"]).ids
+            path = self._path(info.file)
+            if len(ids) and (int(ids.min()) != info.first_id or int(ids.max()) != info.last_id):
+                raise CorruptGalleryError(f"{path}: ids {int(ids.min())}..{int(ids.max())}, the manifest says "
+                                          f"{info.first_id}..{info.last_id}")
+            if len(ids) and int(ids.max()) >= next_id:
+                raise CorruptGalleryError(f"{path}: holds id {int(ids.max())}, at or above the manifest's next_id {next_id}")
+            seen.append(ids)
+        all_ids = np.concatenate(seen) if seen else np.empty(0, np.int64)
+        if len(np.unique(all_ids)) != len(all_ids):
+            raise CorruptGalleryError(f"{self.root}: some record ids are stored in more than one shard")
+
     def is_intact(self, info: ShardInfo) -> bool:
         try:
             self.verify([info])
@@ -170,7 +189,8 @@ class ShardStore:
             return False
         return True
 
-    def rewrite_without(self, info: ShardInfo, remove_ids: np.ndarray, seq: int) -> Optional[ShardInfo]:
+    def rewrite_without(self, info: ShardInfo, remove_ids: np.ndarray, seq: int, *,
+                        mode: Optional[int] = None) -> Optional[ShardInfo]:
         """Write a copy of shard ``info`` without ``remove_ids`` as shard ``seq``; None if no row is left."""
         records = self.read(info)
         keep = ~np.isin(records.ids, remove_ids)
@@ -178,25 +198,10 @@ class ShardStore:
             return info
         if not keep.any():
             return None
-        return self.write_shard(records.take(keep), seq)
+        return self.write_shard(records.take(keep), seq, mode=mode)
 
     def files_of(self, shards: Iterable[ShardInfo]) -> set[str]:
         return {name for s in shards for name in (s.file, s.vectors_file)}
-
-    def erase(self, names: Iterable[str]) -> None:
-        for name in names:
-            erase_file(self._path(name))
-
-    def stray_files(self, keep: set[str]) -> list[str]:
-        """Shard files on disk that no manifest or journal names (leftovers of an interrupted operation)."""
-        if not self.dir.is_dir():
-            return []
-        out = []
-        for p in sorted(self.dir.iterdir()):
-            name = f"{SHARD_DIR}/{p.name}"
-            if name not in keep or p.name.endswith(TMP_SUFFIX):
-                out.append(name)
-        return out
 
 
 def _save_npy(path: Path, x: np.ndarray) -> None:

@@ -5,7 +5,11 @@ import json
 import pytest
 
 from gallery import CorruptGalleryError, FormatVersionError, GalleryNotFoundError
+from gallery.calibration import Calibration
 from gallery.store.manifest import FORMAT_VERSION, MANIFEST_SCHEMA, IndexInfo, Manifest, ShardInfo, read_manifest, write_manifest
+
+CALIBRATION = Calibration(value=0.4, target_fpir=1e-3, achieved_fpir=1e-3, fnir=None, model="m", gallery_identities=5,
+                          n_mated=3, n_nonmated=9, protocol="probes", tail=None, created=1.0)
 
 
 def sample_manifest():
@@ -14,7 +18,7 @@ def sample_manifest():
     m.shards.append(ShardInfo("shards/shard-000000.h5", 12, "a" * 64, "shards/shard-000000.vectors.npy", "b" * 64, 0, 11))
     m.index = IndexInfo("index/index-000002.faiss", "c" * 64, "ivfpq", "IVF16,PQ8x4fs", 12, 7,
                         {"nlist": 16, "pq_m": 8, "nprobe": 4, "rerank": 4})
-    m.thresholds["open_set"] = {"value": 0.4}
+    m.thresholds["open_set"] = CALIBRATION.to_json()
     return m
 
 
@@ -76,7 +80,8 @@ def test_the_current_format_is_read(tmp_path):
         ("{not json", "not valid JSON"),
         ("", "not valid JSON"),
         ("[]", "expected a JSON object"),
-        ('{"format_version": 1}', "malformed manifest"),
+        ('{"format_version": 1}', "model is missing"),
+        ('{"format_version": true}', "no integer format_version"),
         ('{"format_version": "1"}', "no integer format_version"),
         ("{}", "no integer format_version"),
     ],
@@ -94,12 +99,38 @@ def test_manifest_that_is_not_utf8_is_corrupt(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_manifest_with_a_damaged_shard_entry_is_corrupt(tmp_path):
+def test_manifest_with_a_damaged_shard_entry_names_the_field(tmp_path):
     data = sample_manifest().to_json()
     del data["shards"][0]["sha256"]
     (tmp_path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(CorruptGalleryError, match="malformed manifest"):
+    with pytest.raises(CorruptGalleryError) as e:
         read_manifest(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'manifest.json'}: shards[0].sha256 is missing; the file was edited or damaged"
+
+
+def test_the_stored_calibration_reads_back_as_written(tmp_path):
+    write_manifest(tmp_path, sample_manifest())
+    assert Calibration.from_json(read_manifest(tmp_path).thresholds["open_set"]) == CALIBRATION
+
+
+def test_a_manifest_is_checked_without_a_folder_too():
+    """``from_json`` alone (no root) checks every field; only the disk checks of file names need a folder."""
+    m = sample_manifest()
+    data = m.to_json()
+    assert Manifest.from_json(data) == m
+    data["rows_per_shard"] = 0
+    with pytest.raises(CorruptGalleryError) as e:
+        Manifest.from_json(data, path="g/manifest.json")
+    assert str(e.value) == "g/manifest.json: rows_per_shard is 0, expected an integer >= 1; the file was edited or damaged"
+
+
+def test_optional_fields_an_older_manifest_lacks_take_their_defaults(tmp_path):
+    data = sample_manifest().to_json()
+    for key in ("generation", "next_file", "index", "thresholds", "created", "updated", "metric"):
+        del data[key]
+    del data["model"]["fingerprint"], data["model"]["spec"]
+    m = Manifest.from_json(data)
+    assert (m.generation, m.next_file, m.index, m.thresholds, m.model_fingerprint) == (0, 0, None, {}, None)
 
 
 def test_missing_gallery(tmp_path):

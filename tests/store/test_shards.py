@@ -237,17 +237,6 @@ def test_rewrite_without_removes_rows_and_keeps_the_rest(tmp_path, fmt):
     assert store.rewrite_without(info, r.ids, 3) is None
 
 
-def test_stray_files_are_those_no_one_names(tmp_path):
-    store = ShardStore(tmp_path, "parquet")
-    info = store.write_shard(records(), 0)
-    (tmp_path / "shards" / "shard-000009.parquet.tmp").write_bytes(b"x")
-    (tmp_path / "shards" / "shard-000008.vectors.npy").write_bytes(b"x")
-    strays = store.stray_files({info.file, info.vectors_file})
-    assert strays == ["shards/shard-000008.vectors.npy", "shards/shard-000009.parquet.tmp"]
-    store.erase(strays)
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-000000.parquet", "shard-000000.vectors.npy"]
-
-
 def test_a_table_restricted_to_some_ids_serves_only_those_and_stores_them_sparsely():
     x = np.arange(40, dtype=np.float32).reshape(10, 4)
     ids = [np.arange(0, 5), np.arange(5, 10)]
