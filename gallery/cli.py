@@ -57,6 +57,17 @@ def _index_options(f):
     return f
 
 
+def _wait_option(f):
+    return click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+                        help="If another process is changing the gallery, wait this long for it before giving up.")(f)
+
+
+def _group_access_option(f):
+    return click.option("--group-access", is_flag=True,
+                        help="Make a new gallery readable by your group (folders 0750, files 0640); "
+                             "by default only you can read it (0700 / 0600).")(f)
+
+
 def _engine_options(sharded: bool):
     """--engine/--address (and --shards for search): where the work runs."""
 
@@ -123,8 +134,10 @@ def main(verbose: int) -> None:
               help="auto: flat (exact) for small galleries, ivfpq above 64M floats (n*d).")
 @_index_options
 @click.option("--replace", is_flag=True, help="Replace an existing gallery instead of adding to it.")
+@_group_access_option
+@_wait_option
 def import_vectors(source, gallery_dir, labels, vector_column, label_column, source_column, model, shard_format,
-                   rows_per_shard, index_kind, nlist, pq_m, nprobe, rerank, replace) -> None:
+                   rows_per_shard, index_kind, nlist, pq_m, nprobe, rerank, replace, group_access, wait) -> None:
     """Enrol precomputed embeddings from SOURCE (.parquet, .h5/.hdf5, or .npy with --labels).
 
     Creates the gallery if the folder has none, otherwise adds to it without retraining its index
@@ -134,7 +147,7 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
                                  source_column=source_column)
     g = Gallery.enrol(data.vectors, data.identities, gallery_dir, replace=replace, model=model, sources=data.sources,
                       progress=True, index=index_kind, shard_format=shard_format, rows_per_shard=rows_per_shard,
-                      nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
+                      nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, wait=wait, group_access=group_access)
     click.echo(f"{gallery_dir}: {len(g)} records, {len(g.identities)} identities, index {g.manifest.index.factory}")
 
 
@@ -245,13 +258,14 @@ def info(gallery_dir, verify, as_json) -> None:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Without --probes: fraction of identities left out to play the unknown people.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, seed) -> None:
+@_wait_option
+def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, seed, wait) -> None:
     """Set the open-set threshold for a target FPIR and store it in the manifest.
 
     Probes whose label is enrolled are mated searches; any other label (or '-') is a non-mated one.
     A tail fit of the impostor scores lets the threshold follow the gallery as it grows.
     """
-    g = Gallery.open(gallery_arg or gallery_dir)
+    g = Gallery.open(gallery_arg or gallery_dir, wait=wait)
     if probes is not None:
         vectors, identities = _labelled_probes(g, probes, labels)
         cal = calibrate_probes(g, vectors, identities, target_fpir=target_fpir)
@@ -303,9 +317,14 @@ def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples,
 @main.command("remove")
 @click.argument("identities", nargs=-1, required=True)
 @_gallery_option()
-def remove(identities, gallery_dir) -> None:
-    """Remove IDENTITIES: from the index and, by rewriting their shards, from the files on disk."""
-    g = Gallery.open(gallery_dir)
+@_wait_option
+def remove(identities, gallery_dir, wait) -> None:
+    """Remove IDENTITIES from the gallery and erase them from every file in it.
+
+    Their shards are rewritten without them, their photos leave the build reports, what interrupted
+    runs left is erased, and every superseded file is overwritten with zeros before it is deleted.
+    """
+    g = Gallery.open(gallery_dir, wait=wait)
     n = g.remove(list(identities), progress=True)
     click.echo(f"removed {n} records of {len(identities)} identities; {len(g)} records of {len(g.identities)} identities remain")
 
@@ -314,9 +333,10 @@ def remove(identities, gallery_dir) -> None:
 @_gallery_option()
 @click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
 @_index_options
-def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank) -> None:
+@_wait_option
+def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait) -> None:
     """Retrain and rebuild the index from the stored vectors (after much growth, or to change its kind)."""
-    g = Gallery.open(gallery_dir)
+    g = Gallery.open(gallery_dir, wait=wait)
     spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=True)
     click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{spec.factory}] over {len(g)} vectors")
 
@@ -428,9 +448,11 @@ def _photo_options(f):
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
 @click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the gallery in the folder (it stays readable until done).")
+@_group_access_option
+@_wait_option
 @_engine_options(sharded=False)
 def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_side, workers, device, shard_format,
-          rows_per_shard, index_kind, overwrite, engine, address) -> None:
+          rows_per_shard, index_kind, overwrite, group_access, wait, engine, address) -> None:
     """Build a gallery from PHOTOS: a folder of <identity>/<images>, or a CSV with path,identity columns.
 
     \b
@@ -444,7 +466,7 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
                             landmarks=int(landmarks) if landmarks else None, upsample=upsample, max_side=max_side,
                             workers=workers, device=device, overwrite=overwrite, index=index_kind,
                             shard_format=shard_format, rows_per_shard=rows_per_shard, progress=True, engine=engine,
-                            address=address)
+                            address=address, wait=wait, group_access=group_access)
     _print_enrolment(gallery_dir, g)
 
 
@@ -455,13 +477,15 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
 @_photo_options
 @click.option("--model", help="The gallery's encoder from another file path (its fingerprint must match).")
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
+@_wait_option
 @_engine_options(sharded=False)
-def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device, engine, address) -> None:
+def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device, wait, engine, address) -> None:
     """Enrol more photos (<identity>/<images> or a CSV) into an existing gallery, with its own model.
 
-    New and existing identities alike; the index is extended, never rebuilt.
+    New and existing identities alike; the index is extended, never rebuilt. An interrupted add
+    resumes when rerun.
     """
-    g = Gallery.open(gallery_dir)
+    g = Gallery.open(gallery_dir, wait=wait)
     g.add_photos(photos, model=model, faces=faces, detector=detector, upsample=upsample, max_side=max_side,
                  workers=workers, device=device, progress=True, engine=engine, address=address)
     _print_enrolment(gallery_dir, g)

@@ -136,3 +136,29 @@ def test_console_script_help_teaches(tmp_path):
         assert word in out
     sub = subprocess.run([sys.executable, "-m", "gallery.cli", "search-vectors", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--threshold" in sub and "--nprobe" in sub
+
+
+def test_a_second_writer_names_the_one_holding_the_gallery_or_waits_for_it(tmp_path, files, data):
+    enrol, *_ = files
+    g = tmp_path / "g"
+    assert run("import-vectors", enrol, "-g", g).exit_code == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom gallery.store.locks import writer_lock\n"
+                               "with writer_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(2)\n", str(g)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    r = run("remove", str(data.identities[0]), "-g", g)
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [f"Error: {g}: process {holder.pid} is changing this gallery; wait for it "
+                                             "to finish (--wait SECONDS) and try again"]
+    r = run("remove", str(data.identities[0]), "-g", g, "--wait", "30")
+    assert r.exit_code == 0 and "removed 3 records of 1 identities" in r.output
+    assert holder.wait(10) == 0
+
+
+def test_group_access_makes_a_new_gallery_readable_by_the_group(tmp_path, files):
+    enrol, *_ = files
+    assert run("import-vectors", enrol, "-g", tmp_path / "private").exit_code == 0
+    assert run("import-vectors", enrol, "-g", tmp_path / "team", "--group-access").exit_code == 0
+    assert (tmp_path / "private" / "manifest.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "team" / "manifest.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "team").stat().st_mode & 0o777 == 0o750
