@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import json
 import logging
 import math
-import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,8 +29,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..errors import InvalidInputError
+from ..errors import GalleryError, InvalidInputError
 from ..metrics import pair_histograms, retrieval
+from ..store.files import sha256_file, write_bytes_atomic
 from .data import LabelledData, class_split, load_labelled_photos, load_labelled_vectors, pk_batches, shuffled_batches
 from .export import export_encoder, load_encoder, read_encoder_metadata
 from .losses import (
@@ -161,10 +164,137 @@ def _as_xy(data, what: str) -> tuple[Tensor, np.ndarray]:
     return x.float(), y
 
 
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class CheckpointError(GalleryError):
+    """A training checkpoint that is damaged, tampered with, or does not fit this run: resume refuses it."""
+
+
+#: ``last.json``, beside ``last.pt`` (tensors only), holds the rest of a checkpoint and commits it.
+CHECKPOINT_FORMAT = "gallery-train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def _save_tensors(obj: dict, path: Path) -> str:
+    """Write ``obj`` (tensors, and containers of them) atomically; return the file's sha256."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    write_bytes_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _load_tensors(path: Path, sha256: Optional[str], dev: torch.device, keys: dict) -> dict:
+    """Load a checkpoint's tensors without unpickling anything else (``weights_only``: no code can run).
+
+    ``keys`` maps each required key to its type; ``sha256`` (from ``last.json``) ties the file to it.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; rerun without --resume to start afresh")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise CheckpointError(f"{path}: does not match the checksum in {path.with_name('last.json')} (damaged, "
+                              "edited, or the run stopped while saving); rerun without --resume to start afresh")
+    try:
+        ck = torch.load(path, map_location=dev, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: holds objects other than tensors, which are refused because loading them "
+                              "could run code; rerun without --resume to start afresh") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, zipfile and pickle errors for a damaged file
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({type(e).__name__}: {_one_line(e)}); "
+                              "rerun without --resume to start afresh") from None
+    if not isinstance(ck, dict) or any(not isinstance(ck.get(k), t) for k, t in keys.items()):
+        raise CheckpointError(f"{path}: not a gallery training checkpoint (expected the keys {', '.join(keys)}); "
+                              "rerun without --resume to start afresh")
+    return ck
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_state(x):
+    """numpy's and Python's generator states as JSON (arrays become lists, tuples lists)."""
+    if isinstance(x, dict):
+        return {k: _json_state(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_state(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _save_checkpoint(ckpt_dir: Path, tensors: dict, state: dict, best_sha256: str) -> None:
+    """Write ``last.pt`` (tensors) and then ``last.json`` (everything else), each atomically.
+
+    ``last.json`` is written last and records the sha256 of ``last.pt`` and ``best.pt``, so it commits
+    the epoch: a stop between the writes leaves files that resume refuses, never a silently mixed state.
+    """
+    sha = _save_tensors(tensors, ckpt_dir / "last.pt")
+    doc = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "last_sha256": sha,
+           "best_sha256": best_sha256, "python_rng": _json_state(random.getstate()),
+           "numpy_global_rng": _json_state(np.random.get_state(legacy=False)), **state}
+    write_bytes_atomic(ckpt_dir / "last.json", json.dumps(doc, default=float).encode("utf-8"))
+
+
+#: What ``last.json`` must hold, with the types json gives them.
+_STATE_KEYS = {"epoch": int, "last_sha256": str, "best_sha256": str, "numpy_rng": dict, "numpy_global_rng": dict,
+               "python_rng": list, "history": list, "best_epoch": int, "stale": int, "config": dict}
+
+
+def _load_state(path: Path) -> dict:
+    """Read and check ``last.json``; any fault is a one-line :class:`CheckpointError` naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, so {path.with_suffix('.pt').name} beside it cannot be resumed "
+                              "(written by an older gallery, or damaged); rerun without --resume to start afresh")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({_one_line(e)}); "
+                              "rerun without --resume to start afresh") from None
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a gallery training checkpoint; rerun without --resume to start afresh")
+    if doc.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {doc.get('version')!r}, but this gallery reads version "
+                              f"{CHECKPOINT_VERSION}; resume it with the gallery release that wrote it")
+    bad = [k for k, t in _STATE_KEYS.items() if not isinstance(doc.get(k), t) or isinstance(doc.get(k), bool)]
+    score = doc.get("best_score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        bad.append("best_score")
+    if not bad and (doc["epoch"] < 1 or len(doc["history"]) != doc["epoch"] + 1
+                    or not all(isinstance(row, dict) for row in doc["history"])):
+        bad.append("history")
+    if bad:
+        raise CheckpointError(f"{path}: missing or malformed {', '.join(bad)}; the file was edited or damaged; "
+                              "rerun without --resume to start afresh")
+    return doc
+
+
+def _check_config(path: Path, saved: dict, now: dict) -> None:
+    """Refuse to resume under other options: the rest of the run would differ from the interrupted one."""
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+        new = ", ".join(f"{k}={now.get(k)!r}" for k in diff)
+        raise InvalidInputError(f"resume: {path} was written by a run with {was}, but this run has {new}; resume "
+                                "with the same options and data, or rerun without --resume to start afresh")
+
+
+def _set_rng_states(path: Path, doc: dict, ck: dict, rng: np.random.Generator) -> None:
+    """Restore every generator the run draws from, so a resumed run repeats the uninterrupted one."""
+    try:
+        rng.bit_generator.state = doc["numpy_rng"]
+        g = doc["numpy_global_rng"]
+        np.random.set_state({**g, "state": {**g["state"], "key": np.asarray(g["state"]["key"], dtype=np.uint32)}})
+        version, internal, gauss = doc["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        cuda = ck["cuda_rng"]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: a generator state is malformed ({_one_line(e)}); the file was edited or "
+                              "damaged; rerun without --resume to start afresh") from None
 
 
 def _lr_at(lr: float, epoch: int, epochs: int) -> float:
@@ -203,10 +333,15 @@ def fit(
 
     Each epoch: AdamW (SparseAdam for partial-FC centres) with a cosine learning-rate decay, then the
     validation metrics (Recall@1, R-Precision, MAP@R; with ``pairs`` also the JSD and mean inner
-    products; with ``eval_train`` the same on the training set), a checkpoint ``last.pt`` (and
-    ``best.pt``) in ``checkpoint_dir``, and early stopping after ``patience`` epochs without
-    improvement. ``resume`` continues from ``checkpoint_dir/last.pt``. History row 0 is the untrained
+    products; with ``eval_train`` the same on the training set), a checkpoint in ``checkpoint_dir``,
+    and early stopping after ``patience`` epochs without improvement. History row 0 is the untrained
     model. The returned model holds the best epoch's weights.
+
+    A checkpoint is ``last.pt`` and ``best.pt``, tensors only, loaded with ``weights_only=True`` so a
+    tampered file cannot run code, and ``last.json`` beside them: the generator states, history,
+    options and the two files' sha256. ``resume`` continues from it and repeats the uninterrupted run
+    exactly (same options and data, else :class:`InvalidInputError`); a damaged, edited or
+    mismatched checkpoint is a :class:`CheckpointError`.
     """
     if metric not in METRICS:
         raise InvalidInputError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
@@ -262,30 +397,48 @@ def fit(
     best_score: Optional[float] = None
     best_epoch, start, stale = 0, 1, 0
     best_state = (copy.deepcopy(model.state_dict()), copy.deepcopy(loss.state_dict()))
-    last = ckpt_dir / "last.pt" if ckpt_dir is not None else None
-    if resume and last is not None and last.is_file():
-        ck = torch.load(last, map_location=dev, weights_only=False)
-        model.load_state_dict(ck["model"])
-        loss.load_state_dict(ck["loss"])
-        for opt, st in zip(optimizers, ck["optimizers"]):
-            opt.load_state_dict(st)
-        rng.bit_generator.state = ck["numpy_rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        history, best_score, best_epoch, stale = ck["history"], ck["best_score"], ck["best_epoch"], ck["stale"]
-        best = torch.load(ckpt_dir / "best.pt", map_location=dev, weights_only=False)
-        best_state = (best["model"], best["loss"])
-        start = ck["epoch"] + 1
-        LOG.info("resuming from %s after epoch %d", last, ck["epoch"])
+    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "metric": metric,
+              "patience": patience, "seed": seed, "samples_per_class": samples_per_class, "eval_train": eval_train,
+              "pairs": pairs, "train_shape": list(x_tr.shape), "train_classes": n_classes,
+              "val_shape": list(val_xy[0].shape) if val_xy is not None else None}
+    best_sha = ""
+    if resume and ckpt_dir is not None and ((ckpt_dir / "last.pt").is_file() or (ckpt_dir / "last.json").is_file()):
+        doc = _load_state(ckpt_dir / "last.json")
+        _check_config(ckpt_dir / "last.json", doc["config"], config)
+        ck = _load_tensors(ckpt_dir / "last.pt", doc["last_sha256"], dev,
+                           {"model": dict, "loss": dict, "optimizers": list, "torch_rng": Tensor, "cuda_rng": list})
+        best = _load_tensors(ckpt_dir / "best.pt", doc["best_sha256"], dev, {"model": dict, "loss": dict})
+        if len(ck["optimizers"]) != len(optimizers):
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'}: holds {len(ck['optimizers'])} optimizer states, this run "
+                                  f"has {len(optimizers)} (another loss?); rerun without --resume to start afresh")
+        for file, states in (("best.pt", (best["model"], best["loss"], [])),
+                             ("last.pt", (ck["model"], ck["loss"], ck["optimizers"]))):
+            try:  # best.pt first: it is loaded again at the end, so check now that it fits
+                model.load_state_dict(states[0])
+                loss.load_state_dict(states[1])
+                for opt, st in zip(optimizers, states[2]):
+                    opt.load_state_dict(st)
+            except (RuntimeError, KeyError, TypeError, ValueError) as e:
+                raise CheckpointError(f"{ckpt_dir / file}: does not fit this model and loss ({_one_line(e)}); "
+                                      "resume with the same model and options, or rerun without --resume") from None
+        _set_rng_states(ckpt_dir / "last.json", doc, ck, rng)
+        history, best_score, best_epoch, stale = doc["history"], doc["best_score"], doc["best_epoch"], doc["stale"]
+        best_state, best_sha = (best["model"], best["loss"]), doc["best_sha256"]
+        start = doc["epoch"] + 1
+        LOG.info("resuming from %s after epoch %d", ckpt_dir / "last.pt", doc["epoch"])
     else:
+        if ckpt_dir is not None:  # a fresh run: a stale last.json must not be resumed later
+            for name in ("last.json", "last.pt"):
+                (ckpt_dir / name).unlink(missing_ok=True)
         history.append(measure(0, None, 0.0))
         if val_xy is not None:
             best_score = history[0]["val"][metric]
         if ckpt_dir is not None:
-            _save({"model": best_state[0], "loss": best_state[1], "epoch": 0}, ckpt_dir / "best.pt")
+            best_sha = _save_tensors({"model": best_state[0], "loss": best_state[1], "epoch": 0}, ckpt_dir / "best.pt")
 
-    stopped = False
-    bar = tqdm(range(start, epochs + 1), desc="epochs", unit="epoch", disable=not progress, initial=start - 1,
-               total=epochs)
+    stopped = val_xy is not None and patience is not None and stale >= patience  # a finished run, resumed
+    bar = tqdm(range(start, epochs + 1) if not stopped else range(0), desc="epochs", unit="epoch",
+               disable=not progress, initial=start - 1, total=epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         for opt in optimizers:
@@ -333,11 +486,15 @@ def fit(
         LOG.info("epoch %d: %s", epoch, json.dumps({k: v for k, v in row.items() if k != "epoch"}))
         if ckpt_dir is not None:
             if improved:
-                _save({"model": best_state[0], "loss": best_state[1], "epoch": epoch}, ckpt_dir / "best.pt")
-            _save({"model": model.state_dict(), "loss": loss.state_dict(), "epoch": epoch,
-                   "optimizers": [o.state_dict() for o in optimizers], "numpy_rng": rng.bit_generator.state,
-                   "torch_rng": torch.get_rng_state(), "history": history, "best_score": best_score,
-                   "best_epoch": best_epoch, "stale": stale}, last)
+                best_sha = _save_tensors({"model": best_state[0], "loss": best_state[1], "epoch": epoch},
+                                         ckpt_dir / "best.pt")
+            cuda_rng = torch.cuda.get_rng_state_all() if dev.type == "cuda" else []
+            _save_checkpoint(ckpt_dir, {"model": model.state_dict(), "loss": loss.state_dict(),
+                                        "optimizers": [o.state_dict() for o in optimizers],
+                                        "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng},
+                             {"epoch": epoch, "numpy_rng": rng.bit_generator.state, "history": history,
+                              "best_score": best_score, "best_epoch": best_epoch, "stale": stale, "config": config},
+                             best_sha)
         if stopped:
             break
     bar.close()
@@ -462,5 +619,5 @@ def _loss_params(loss: nn.Module) -> dict:
     return {k: getattr(loss, k) for k in keys if getattr(loss, k, None) is not None}
 
 
-__all__ = ["LOSSES", "METRICS", "MODES", "TrainResult", "embed", "evaluate", "fit", "make_loss", "seed_everything",
-           "train_encoder"]
+__all__ = ["CheckpointError", "LOSSES", "METRICS", "MODES", "TrainResult", "embed", "evaluate", "fit", "make_loss",
+           "seed_everything", "train_encoder"]

@@ -66,34 +66,53 @@ def _is_loopback(hex_address: str) -> bool:
     return (v4_mapped and hex_address.endswith("7F")) or hex_address == "00000000000000000000000001000000"
 
 
-def _ray_pids() -> list[int]:
-    pids = []
+def _descendants_running_ray() -> list[int]:
+    """This process and every process below it that runs Ray: this session's cluster, not another one
+    that may be running on the same machine."""
+    parent = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        below = {pid for pid, ppid in parent.items() if ppid in mine} - mine
+        mine |= below
+        grew = bool(below)
+    pids = []
+    for pid in sorted(mine):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "ray" in cmd.lower() or int(pid) == os.getpid():
-            pids.append(int(pid))
+        if "ray" in cmd.lower() or pid == os.getpid():
+            pids.append(pid)
     return pids
 
 
-def _only_loopback_here() -> bool:
-    with open("/proc/net/dev") as f:
-        return [line.split(":")[0].strip() for line in f.readlines()[2:]] == ["lo"]
-
-
-@pytest.mark.skipif(not _only_loopback_here(), reason="needs the loopback-only network namespace .ci/run makes (unshare -n, as root)")
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads listening sockets from Linux's /proc")
 def test_every_ray_listening_socket_is_on_loopback(ray_cluster):
+    """Checked on whatever network this runs in: the host's too, where Ray would bind every interface."""
     @ray_cluster.remote(num_cpus=0.25)
     def ping():
         return os.getpid()
 
+    @ray_cluster.remote(num_cpus=0.25)
+    class Echo:
+        def echo(self, x):
+            return x
+
     ray_cluster.get(ping.remote())
+    echo = Echo.remote()
+    assert len(ray_cluster.get(echo.echo.remote(b"x" * 2_000_000))) == 2_000_000  # through the object store
+    assert ray_cluster.get_runtime_context().gcs_address.startswith("127.0.0.1:")
     listening = _listening_sockets()
     found = {}
-    for pid in _ray_pids():
+    for pid in _descendants_running_ray():
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -105,5 +124,42 @@ def test_every_ray_listening_socket_is_on_loopback(ray_cluster):
                 continue
             if target.startswith("socket:[") and int(target[8:-1]) in listening:
                 found[(pid, fd)] = listening[int(target[8:-1])]
+    ray_cluster.kill(echo)
     assert len(found) >= 3, found  # at least the GCS, the raylet and this driver listen
     assert all(_is_loopback(a) for a in found.values()), found
+
+
+CONNECT = """
+import os, ray
+from gallery.distributed.cluster import connect
+connect(num_cpus=1)
+print(ray.get_runtime_context().gcs_address, ray.util.get_node_ip_address())
+print(os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"), ray._private.ray_constants.ENABLE_RAY_CLUSTER)
+ray.shutdown()
+"""
+
+
+def test_connect_without_an_address_starts_a_loopback_cluster_and_leaves_ray_as_it_was():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    out = subprocess.run([sys.executable, "-c", CONNECT], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    gcs, node = out.stdout.splitlines()[0].split()
+    assert gcs.startswith("127.0.0.1:") and node == "127.0.0.1"
+    assert out.stdout.splitlines()[1] == "None True"  # cluster mode back on for later connections
+
+
+JOIN = """
+import os, sys
+from gallery.distributed.cluster import connect
+ray = connect(sys.argv[1])
+print(ray.get(ray.remote(num_cpus=0.25)(lambda: ray.util.get_node_ip_address()).remote(), timeout=120))
+"""
+
+
+def test_another_process_joins_the_loopback_cluster_by_its_address(ray_cluster):
+    """Ray would swap 127.0.0.1 for the network address, where nothing listens; connect keeps it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    address = ray_cluster.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-c", JOIN, address], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["127.0.0.1"]
