@@ -13,25 +13,44 @@ probability-weighted moments (Hosking and Wallis, 1987). For a gallery of N' ide
 threshold t is ``1 - (1 - p(t)) ** N'`` with ``p(t) = zeta * (1 + xi * (t - u) / sigma) ** (-1 / xi)``,
 which is solved for t. Bounded scores give ``xi < 0``, which the fit allows.
 
-Measured on synthetic galleries (calibrated at 2,000 identities, 2,000 non-mated searches, target FPIR
-1e-2): at 8,000 and 40,000 identities the predicted thresholds gave FPIRs of 0.35% to 2.2% over
-d = 64 to 512, where keeping the calibrated threshold gave 5% to 15%.
+The tail model's own threshold at the calibration size differs from the measured one (the fit is of
+one identity's tail, pooled over searches), and that error would be carried to every size. So the
+threshold at N' is anchored on what was measured: ``t(N') = t_measured + t_tail(N') - t_tail(N)``, the
+measured threshold plus the rise the tail predicts (method ``anchored-tail``). benchmarks/README.md
+has the validation grid (galleries grown 4x, 10x and 20x, several seeds, two targets).
+
+A calibration needs evidence: at least :data:`gallery.metrics.identification.MIN_FALSE_ACCEPTS`
+false accepts allowed by the target among its non-mated searches, the rule evaluation uses too.
+Below it, calibration refuses (or, when forced, records it); every calibration carries the exact 95%
+interval of the FPIR it achieved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
 from .errors import CorruptGalleryError, InvalidInputError
-from .metrics.identification import fnir, fpir, fpir_threshold, search_outcomes
+from .metrics.identification import (
+    fnir,
+    fpir,
+    fpir_interval,
+    fpir_threshold,
+    lowest_supported_fpir,
+    nonmated_needed,
+    search_outcomes,
+)
+from .search import MODEL_THRESHOLDS
+
+LOG = logging.getLogger(__name__)
 
 #: Identity scores kept per non-mated search for the tail fit.
 TAIL_K = 50
@@ -103,9 +122,30 @@ class Calibration:
     protocol: str
     tail: Optional[TailFit]
     created: float
+    #: How the threshold is carried to other gallery sizes (see the module docstring).
+    method: str = "anchored-tail"
+    #: Exact 95% interval of the FPIR achieved on the calibration searches.
+    fpir_low: Optional[float] = None
+    fpir_high: Optional[float] = None
+    #: "sufficient", or why not (a calibration forced past the evidence rule says so here).
+    evidence: str = "sufficient"
+
+    def __post_init__(self) -> None:
+        if self.fpir_low is None or self.fpir_high is None:  # written by a release before the interval
+            lo, hi = fpir_interval(round(self.achieved_fpir * self.n_nonmated), self.n_nonmated)
+            object.__setattr__(self, "fpir_low", lo)
+            object.__setattr__(self, "fpir_high", hi)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def provenance(self, n_identities: int) -> dict:
+        """Where a threshold from this calibration comes from, for every answer that uses it."""
+        return {"target_fpir": self.target_fpir, "calibrated_identities": self.gallery_identities,
+                "gallery_identities": int(n_identities), "method": self.method if self.tail is not None else "measured",
+                "n_nonmated": self.n_nonmated, "n_mated": self.n_mated, "protocol": self.protocol,
+                "achieved_fpir": self.achieved_fpir, "fpir_interval": [self.fpir_low, self.fpir_high],
+                "evidence": self.evidence}
 
     @classmethod
     def from_json(cls, data: dict, *, source: Path | str = "manifest.json",
@@ -119,11 +159,17 @@ class Calibration:
         return cls(**{**values, "tail": TailFit(**_checked_fields(TailFit, tail, f"{field}.tail", source)) if tail else None})
 
     def threshold_for(self, n_identities: int) -> float:
-        """The threshold a gallery of ``n_identities`` needs for the same FPIR (the measured one at its size)."""
+        """The threshold a gallery of ``n_identities`` needs for the same FPIR: the measured one at the
+        calibration size, plus the rise (or fall) the tail fit predicts from there."""
         if n_identities == self.gallery_identities or self.tail is None:
             return self.value
         predicted = self.tail.threshold(n_identities, self.target_fpir)
-        return self.value if predicted is None else max(predicted, -1.0)
+        if predicted is None:
+            return self.value
+        at_calibration = self.tail.threshold(self.gallery_identities, self.target_fpir)
+        if at_calibration is None:  # the target sits below the fitted tail at the calibration size
+            return max(self.value, predicted) if n_identities > self.gallery_identities else self.value
+        return float(min(1.0, max(-1.0, self.value + predicted - at_calibration)))
 
 
 def _checked_fields(cls: type, data: object, field: str, source: Path | str) -> dict:
@@ -137,11 +183,14 @@ def _checked_fields(cls: type, data: object, field: str, source: Path | str) -> 
     if not isinstance(data, dict):
         raise damaged(field, f"is {short(data)}, expected a JSON object")
     kinds = {f.name: str(f.type) for f in fields(cls)}
+    has_default = {f.name for f in fields(cls) if f.default is not MISSING}
     for key in data:
         if key not in kinds:
             raise damaged(f"{field}.{key}", f"is not a field of {field} (fields: {', '.join(kinds)})")
     for key, kind in kinds.items():
         if key not in data:
+            if key in has_default:  # added by a later release: older manifests do not have it
+                continue
             raise damaged(f"{field}.{key}", "is missing")
         value, optional = data[key], kind.startswith("Optional[")
         base = kind[len("Optional["):-1] if optional else kind
@@ -162,20 +211,53 @@ def _checked_fields(cls: type, data: object, field: str, source: Path | str) -> 
     return dict(data)
 
 
-def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report_identities: int) -> Calibration:
+class InsufficientEvidenceError(InvalidInputError):
+    """Too few non-mated searches for the target FPIR (see :func:`gallery.metrics.nonmated_needed`)."""
+
+
+def evidence_rule(n_nonmated: int, target_fpir: float, *, allow_few: bool) -> str:
+    """"sufficient" when ``n_nonmated`` searches support ``target_fpir``; else refuse, or with ``allow_few``
+    say why not (it is stored in the calibration)."""
+    needed = nonmated_needed(target_fpir)
+    if n_nonmated >= needed:
+        return "sufficient"
+    lowest = lowest_supported_fpir(n_nonmated)
+    supports = f"which support FPIR >= {lowest:.2g}" if lowest is not None else "which support no target FPIR"
+    why = (f"FPIR {target_fpir:g} needs at least {needed:,} non-mated searches; these probes give {n_nonmated:,}, "
+           f"{supports}")
+    if not allow_few:
+        more = f"choose --target-fpir {lowest:.2g} or more, " if lowest is not None and lowest < 1 else ""
+        raise InsufficientEvidenceError(f"calibration refused: {why}. Add probes of people not enrolled, {more}"
+                                        "or pass --allow-few-searches (allow_few=True), which the calibration records")
+    LOG.warning("calibrating on too little evidence: %s", why)
+    return f"insufficient, forced: {why}"
+
+
+def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report_identities: int,
+             allow_few: bool) -> Calibration:
     enrolled = set(gallery.identities)
     k = min(TAIL_K, len(enrolled))
     results = gallery.search(vectors, k=k, threshold=1.0)
     out = search_outcomes(results, labels, enrolled)
     if len(out.nonmated_best) == 0:
-        raise InvalidInputError("calibration needs non-mated searches: probes whose identity is not enrolled")
+        raise InsufficientEvidenceError("calibration needs non-mated searches: probes whose identity is not enrolled")
+    evidence = evidence_rule(len(out.nonmated_best), target_fpir, allow_few=allow_few)
     t = fpir_threshold(out.nonmated_best, target_fpir)
+    default = MODEL_THRESHOLDS.get(gallery.model)
+    if default is not None and t < default.value:
+        LOG.warning("the calibrated threshold %.6f is below %s's measured default %.4f (%s)", t, gallery.model,
+                    default.value, default.evidence)
     nonmated = [r for r, lab in zip(results, labels) if lab is None or str(lab) not in enrolled]
     top = np.asarray([[m.score for m in r.matches] for r in nonmated if len(r.matches) == k]) if k > 1 else np.empty((0, 0))
+    achieved = fpir(out.nonmated_best, t)
+    lo, hi = fpir_interval(int(np.sum(out.nonmated_best >= t)), len(out.nonmated_best))
     return Calibration(
+        fpir_low=lo,
+        fpir_high=hi,
+        evidence=evidence,
         value=t,
         target_fpir=float(target_fpir),
-        achieved_fpir=fpir(out.nonmated_best, t),
+        achieved_fpir=achieved,
         fnir=fnir(out, t) if len(out.mated_rank) else None,
         model=gallery.model,
         gallery_identities=report_identities,
@@ -187,11 +269,16 @@ def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report
     )
 
 
-def calibrate(gallery, vectors, labels: Sequence[Optional[str]], *, target_fpir: float = 1e-3) -> Calibration:
-    """Calibrate on labelled probes: those whose label is enrolled are mated searches, the rest non-mated."""
+def calibrate(gallery, vectors, labels: Sequence[Optional[str]], *, target_fpir: float = 1e-3,
+              allow_few: bool = False) -> Calibration:
+    """Calibrate on labelled probes: those whose label is enrolled are mated searches, the rest non-mated.
+
+    Refuses (:class:`InsufficientEvidenceError`) when there are too few non-mated searches for the
+    target, unless ``allow_few``, which the calibration then records.
+    """
     if len(vectors) != len(labels):
         raise InvalidInputError(f"probes: got {len(labels)} labels for {len(vectors)} vectors")
-    return _measure(gallery, vectors, list(labels), target_fpir, "probes", len(gallery.identities))
+    return _measure(gallery, vectors, list(labels), target_fpir, "probes", len(gallery.identities), allow_few)
 
 
 @contextlib.contextmanager
@@ -225,10 +312,12 @@ def leave_identities_out(gallery, *, holdout: float = 0.2, seed: int = 0) -> Ite
         yield sub, vectors[probe_rows], [str(identities[r]) for r in probe_rows]
 
 
-def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 0.2, seed: int = 0) -> Calibration:
+def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 0.2, seed: int = 0,
+                        allow_few: bool = False) -> Calibration:
     """Calibrate on the gallery itself with :func:`leave_identities_out`.
 
     The threshold is measured on the smaller temporary gallery; the tail fit carries it to the real size.
+    The held-out identities' images are the non-mated searches, so the evidence rule applies to them.
     """
     with leave_identities_out(gallery, holdout=holdout, seed=seed) as (sub, vectors, labels):
-        return _measure(sub, vectors, labels, target_fpir, "leave-identities-out", len(sub.identities))
+        return _measure(sub, vectors, labels, target_fpir, "leave-identities-out", len(sub.identities), allow_few)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .enrolment import enrol_batch, enrol_photos, records_batch
 from .errors import CorruptGalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, build_index, choose_index_spec, training_sample
 from .index.files import add_vectors, index_path, load_index, save_index, spec_of
-from .search import IdentitySearcher, decide, resolve_threshold
+from .search import IdentitySearcher, decide, resolve_threshold, threshold_provenance
 from .store import Manifest, ShardStore, read_manifest
 from .store.change import NAMED_DIRS, GalleryChange, check_consistent
 from .store.files import TMP_SUFFIX, sha256_file
@@ -68,6 +68,7 @@ class Gallery:
         #: Seconds a change waits for another writer before it fails naming it.
         self.wait = wait
         self._encoder = None
+        self._warned_fallback = False
         self.last_report: Optional[dict] = None
         self._reload()
 
@@ -249,6 +250,7 @@ class Gallery:
             break
         self.manifest, self._store, self._searcher, self._seen = manifest, store, searcher, seen
         self._faces_of = None
+        self._source_of: Optional[dict[int, tuple[str, int]]] = None
 
     def _refresh(self) -> None:
         """Pick up another process's commit (its superseded files are erased once it is opened)."""
@@ -368,9 +370,32 @@ class Gallery:
         self._refresh()
         xq = as_embeddings(queries, dim=self.dim, what="queries")
         t, source = self.threshold(threshold)
+        provenance = self.threshold_provenance(source)
+        if source == "fallback" and not self._warned_fallback:
+            LOG.warning("%s: %s", self.root, provenance["warning"])
+            self._warned_fallback = True
         ranked = self._searcher.rank_open_set(xq, k, t, nprobe=nprobe, recheck_nprobe=recheck_nprobe, rerank=rerank,
                                               aggregate=aggregate, top_n=top_n)
-        return decide(ranked, t, source)
+        if self.manifest.model_spec is not None:  # a photo gallery: name the enrolled photo of every match
+            sources = self._record_sources()
+            ranked = [[m.with_sources([sources.get(i, ("", 0))[0] for i in m.records]) for m in row] for row in ranked]
+        return decide(ranked, t, source, provenance)
+
+    def threshold_provenance(self, source: Optional[str] = None) -> dict:
+        """Where the threshold in use comes from (``source`` as :meth:`threshold` returns it): a calibrated
+        one's target FPIR, gallery sizes and evidence, a model default's evidence, or the fallback's warning."""
+        source = source or self.threshold()[1]
+        cal = self.calibration if source == "calibrated" else None
+        return threshold_provenance(source, self.model, cal.provenance(len(self._names)) if cal is not None else None)
+
+    def _record_sources(self) -> dict[int, tuple[str, int]]:
+        """Each record's source photo and face index (read once per generation)."""
+        if self._source_of is None:
+            self._source_of = {}
+            for r in self._store.iter_records(self.manifest.shards, columns=["id", "source", "face_index"]):
+                for i, s, f in zip(r.ids.tolist(), r.sources, r.face_index.tolist()):
+                    self._source_of[i] = (str(s), f)
+        return self._source_of
 
     # ------------------------------------------------------------------ changes
 
@@ -469,25 +494,48 @@ class Gallery:
     ) -> list[PhotoResult]:
         """Search every face of every probe photo: one :class:`PhotoResult` per photo, its faces largest first.
 
-        ``paths`` is an image, a folder, a text file listing images, or a list of those. All faces
-        are searched in one batched call; options as for :meth:`search`.
+        ``paths`` is an image, a folder, a text file listing images, or a list of those; options as
+        for :meth:`search`. The answers of :meth:`iter_search_images`, collected.
         """
-        from .embed import embed_photos, gather_photos
+        return list(self.iter_search_images(paths, k, threshold=threshold, detector=detector, upsample=upsample,
+                                            max_side=max_side, workers=workers, device=device, progress=progress,
+                                            **search_options))
+
+    def iter_search_images(
+        self,
+        paths,
+        k: int = 5,
+        *,
+        threshold: Optional[float] = None,
+        detector: str = "hog",
+        upsample: Optional[int] = None,
+        max_side: Optional[int] = None,
+        workers: Optional[int] = None,
+        device: Optional[str] = None,
+        progress: Optional[bool] = None,
+        **search_options,
+    ) -> Iterator[PhotoResult]:
+        """:meth:`search_images` as a stream: each photo's :class:`PhotoResult`, in input order, as soon as it is ready.
+
+        Reading a photo (decoding, finding and aligning its faces) costs far more than encoding and
+        searching them, so each photo is encoded and searched as it arrives from the workers that read
+        the next ones: the first answers come at once rather than after the whole batch (what
+        ``gallery query`` prints). ``progress`` shows a bar only for more than one photo.
+        """
+        from .embed import align_photos, gather_photos
+        from .embed.pipeline import encode_chips
 
         items = [paths] if isinstance(paths, (str, Path)) else list(paths)
         found = gather_photos(items, labelled=False)
         encoder = self.encoder(device=device)
         options = _detector_options(detector, None, upsample, max_side)
-        embedded = list(embed_photos(found.photos, encoder, detector=options, workers=workers, progress=progress,
-                                     total=len(found.photos), desc="reading probes"))
-        vectors = [e.vectors for e in embedded if e.n_faces]
-        results = self.search(np.concatenate(vectors), k=k, threshold=threshold, **search_options) if vectors else []
-        out, at = [], 0
-        for e in embedded:
-            faces = tuple(FaceResult(f.box, results[at + i]) for i, f in enumerate(e.faces))
-            at += e.n_faces
-            out.append(PhotoResult(e.photo.source, faces, e.error))
-        return out
+        shown = progress if len(found.photos) > 1 else False
+        for item in align_photos(found.photos, encoder.chip, detector=options, workers=workers, progress=shown,
+                                 total=len(found.photos), desc="reading probes"):
+            results = (self.search(encode_chips(item.chips, encoder), k=k, threshold=threshold, **search_options)
+                       if len(item.chips) else [])
+            faces = tuple(FaceResult(f.box, r) for f, r in zip(item.faces, results))
+            yield PhotoResult(item.photo.source, faces, item.error)
 
     def embed_labelled_photos(self, photos: Path | str, *, workers: Optional[int] = None,
                               progress: Optional[bool] = None) -> tuple[np.ndarray, list[str]]:
@@ -512,12 +560,7 @@ class Gallery:
 
         if self._faces_of is None:
             self._faces_of = photo_faces(self.root)
-            wanted = {}
-            for r in self._store.iter_records(self.manifest.shards, columns=["id", "source", "face_index"]):
-                for i, s, f in zip(r.ids, r.sources, r.face_index):
-                    wanted[int(i)] = (str(s), int(f))
-            self._source_of = wanted
-        source, face = self._source_of.get(int(record_id), (None, 0))
+        source, face = self._record_sources().get(int(record_id), (None, 0))
         path, boxes = self._faces_of.get(source, (None, []))
         if path is None or face >= len(boxes):
             return None
@@ -638,7 +681,7 @@ class Gallery:
             "shard_format": m.shard_format,
             "rows_per_shard": m.rows_per_shard,
             "index": None,
-            "threshold": {"value": t, "source": source},
+            "threshold": {"value": t, "source": source, "provenance": self.threshold_provenance(source)},
             "calibration": m.thresholds.get("open_set"),
             "disk_bytes": disk,
             "ram_bytes": {"index": index_ram, "labels": int(labels_ram), "per_vector": (index_ram + labels_ram) / max(len(self), 1)},

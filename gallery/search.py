@@ -7,6 +7,7 @@ score is its best image's cosine score (``aggregate="max"``); ``aggregate="mean"
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -18,14 +19,30 @@ AGGREGATES = ("max", "mean")
 #: First guess of records per identity to fetch when ranking k identities; widened when too few.
 RECORDS_PER_IDENTITY_GUESS = 4
 
-#: Measured open-set defaults per model, used until a threshold is calibrated for the gallery.
-#: dlib-resnet: midpoint of the zero-error interval [0.901, 0.934] between the highest impostor and
-#: the lowest genuine cosine of the labelled real photos (benchmarks/dlib_threshold.py). dlib's own
-#: rule (Euclidean distance < 0.6) read on unit vectors, cosine >= 0.82, accepts half of the impostor
-#: pairs there (their median is 0.83). dlib-resnet-native is the same model run by dlib: same interval.
-MODEL_THRESHOLDS: dict[str, float] = {"dlib-resnet": 0.92, "dlib-resnet-native": 0.92}
-#: For models with no documented threshold: a deliberately cautious cosine; calibrate instead.
+@dataclass(frozen=True)
+class ModelDefault:
+    """A model's open-set threshold for a gallery nobody has calibrated yet, and how it was measured."""
+
+    value: float
+    evidence: str
+
+
+#: dlib-resnet, measured as a 1:N decision (benchmarks/dlib_threshold.py, results/dlib_threshold.json):
+#: every labelled single-face real photo of ../shared/faces searched against the others with its own
+#: identity left out. The highest non-mated best score there is 0.901 (0 of 23 accepted at 0.94: at
+#: most 15% FPIR at 95% confidence, so weak evidence), and on a larger labelled set with two look-alike
+#: people it was 0.933 (0.92 accepted about 10% of non-mated searches there). The default is the first
+#: 0.01 step above every non-mated score known, erring toward "unknown": at it 1 of 22 mated searches
+#: here (an RGBA PNG at 0.9345) is rejected. It was measured on galleries of at most 6 identities;
+#: larger galleries raise the best impostor score, so calibrate them. dlib's own rule (Euclidean
+#: distance < 0.6, cosine >= 0.82 on unit vectors) accepts half of the impostor pairs there.
+_DLIB = ModelDefault(0.94, "1:N leave-one-identity-out on 23 labelled real photos of 6 people (highest non-mated "
+                           "best score 0.901, 0.933 on a larger set with look-alikes; 0 of 23 accepted, FPIR <= 0.15 "
+                           "at 95%); measured at <= 6 identities: run `gallery calibrate` for larger galleries")
+MODEL_THRESHOLDS: dict[str, ModelDefault] = {"dlib-resnet": _DLIB, "dlib-resnet-native": _DLIB}
+#: For models with no measured threshold: a guess, never used silently (see :func:`threshold_provenance`).
 FALLBACK_THRESHOLD = 0.5
+FALLBACK_FIX = "run `gallery calibrate` (Gallery.set_calibration) to measure one, or pass --threshold"
 
 
 def resolve_threshold(threshold: Optional[float], calibrated: Optional[float], model: str) -> tuple[float, str]:
@@ -38,8 +55,26 @@ def resolve_threshold(threshold: Optional[float], calibrated: Optional[float], m
     if calibrated is not None:
         return float(calibrated), "calibrated"
     if model in MODEL_THRESHOLDS:
-        return MODEL_THRESHOLDS[model], "model-default"
+        return MODEL_THRESHOLDS[model].value, "model-default"
     return FALLBACK_THRESHOLD, "fallback"
+
+
+def fallback_warning(model: str) -> str:
+    return (f"no threshold has been calibrated or measured for model {model!r}: the open-set decision uses the "
+            f"fallback {FALLBACK_THRESHOLD}, a guess that may accept strangers; {FALLBACK_FIX}")
+
+
+def threshold_provenance(source: str, model: str, calibration: Optional[dict] = None) -> dict:
+    """Where a threshold came from, for every answer: the calibration's data, the model default's
+    evidence, or the fallback's warning and the command that fixes it."""
+    out: dict = {"source": source}
+    if source == "calibrated" and calibration is not None:
+        out.update(calibration)
+    elif source == "model-default":
+        out.update(model=model, evidence=MODEL_THRESHOLDS[model].evidence)
+    elif source == "fallback":
+        out.update(model=model, warning=fallback_warning(model))
+    return out
 
 
 def rank_identities(
@@ -204,6 +239,9 @@ class IdentitySearcher:
         return rescore
 
 
-def decide(matches: list[list[Match]], threshold: float, source: str) -> list[SearchResult]:
+def decide(matches: list[list[Match]], threshold: float, source: str,
+           provenance: Optional[dict] = None) -> list[SearchResult]:
     """Wrap ranked matches with the open-set threshold: a result names its identity iff score >= threshold."""
-    return [SearchResult(matches=tuple(m), threshold=threshold, threshold_source=source) for m in matches]
+    provenance = provenance if provenance is not None else {"source": source}
+    return [SearchResult(matches=tuple(m), threshold=threshold, threshold_source=source, provenance=provenance)
+            for m in matches]

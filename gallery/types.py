@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,6 +20,11 @@ class Match:
     score: float
     records: tuple[int, ...] = ()
     record_scores: tuple[float, ...] = ()
+    #: For a photo gallery: the source photo of each of ``records`` (the best first), as enrolled.
+    sources: tuple[str, ...] = ()
+
+    def with_sources(self, sources: Sequence[str]) -> "Match":
+        return replace(self, sources=tuple(sources))
 
 
 @dataclass(frozen=True)
@@ -27,12 +32,14 @@ class SearchResult:
     """The answer for one query vector.
 
     ``identity`` is the decided identity, or ``None`` ("unknown") when the best score is below
-    ``threshold``: a match is ``score >= threshold``.
+    ``threshold``: a match is ``score >= threshold``. ``provenance`` says where the threshold came from
+    (for a calibrated one: target FPIR, gallery sizes, evidence; for the fallback: a warning and the fix).
     """
 
     matches: tuple[Match, ...]
     threshold: float
     threshold_source: str
+    provenance: dict = field(default_factory=dict)
 
     @property
     def best(self) -> Optional[Match]:
@@ -49,17 +56,28 @@ class SearchResult:
     def is_known(self) -> bool:
         return self.identity is not None
 
+    @property
+    def margin(self) -> Optional[float]:
+        """How far the best identity's score is ahead of the second's (None with fewer than two)."""
+        if len(self.matches) < 2:
+            return None
+        return self.matches[0].score - self.matches[1].score
+
     def to_dict(self) -> dict:
         return {
             "identity": self.identity,
+            "score": self.best.score if self.best is not None else None,
+            "margin": self.margin,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "threshold_provenance": self.provenance,
             "matches": [
                 {
                     "identity": m.identity,
                     "score": m.score,
                     "records": list(m.records),
                     "record_scores": list(m.record_scores),
+                    **({"source": m.sources[0], "sources": list(m.sources)} if m.sources else {}),
                 }
                 for m in self.matches
             ],

@@ -52,7 +52,7 @@ def test_search_json_matches_the_python_api(tmp_path, files):
     g = tmp_path / "g"
     run("import-vectors", enrol, "-g", g)
     r = run("search-vectors", probes, "-g", g, "-k", "3", "--json", "--threshold", "0.3")
-    rows = [json.loads(line) for line in r.output.splitlines()]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
     expected = Gallery.open(g).search(pv, k=3, threshold=0.3)
     assert len(rows) == len(expected)
     for row, res in zip(rows, expected):
@@ -98,7 +98,7 @@ def test_info_remove_and_rebuild(tmp_path, files, data):
     assert "all files match the manifest" in text
     victim = data.identities[0]
     r = run("remove", victim, "-g", g)
-    assert r.exit_code == 0 and "removed 3 records of 1 identities" in r.output
+    assert r.exit_code == 0 and "removed 3 records of 1 identity" in r.output
     assert victim not in Gallery.open(g).identities
     r = run("rebuild-index", "-g", g, "--index", "ivfpq", "--nlist", "16")
     assert r.exit_code == 0, r.output
@@ -151,7 +151,7 @@ def test_a_second_writer_names_the_one_holding_the_gallery_or_waits_for_it(tmp_p
     assert r.output.strip().splitlines() == [f"Error: {g}: process {holder.pid} is changing this gallery; wait for it "
                                              "to finish (--wait SECONDS) and try again"]
     r = run("remove", str(data.identities[0]), "-g", g, "--wait", "30")
-    assert r.exit_code == 0 and "removed 3 records of 1 identities" in r.output
+    assert r.exit_code == 0 and "removed 3 records of 1 identity" in r.output
     assert holder.wait(10) == 0
 
 
@@ -162,3 +162,38 @@ def test_group_access_makes_a_new_gallery_readable_by_the_group(tmp_path, files)
     assert (tmp_path / "private" / "manifest.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "team" / "manifest.json").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "team").stat().st_mode & 0o777 == 0o750
+
+
+def gallery_command(*args, cwd):
+    """The real `gallery` command in a child process: its exit code, stdout and stderr (where warnings go)."""
+    return subprocess.run([sys.executable, "-m", "gallery.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_a_gallery_deciding_with_the_fallback_threshold_says_so_and_names_the_fix(tmp_path, files):
+    enrol, probes, *_ = files
+    g = tmp_path / "g"
+    fix = "run `gallery calibrate` (Gallery.set_calibration) to measure one, or pass --threshold"
+    for args in (["import-vectors", enrol, "-g", g], ["info", "-g", g], ["search-vectors", probes, "-g", g]):
+        r = gallery_command(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        warning = f"no threshold has been calibrated or measured for model 'external': the open-set decision uses " \
+                  f"the fallback 0.5, a guess that may accept strangers; {fix}"
+        assert warning in r.stderr + r.stdout, (args, r.stderr)
+    r = gallery_command("search-vectors", probes, "-g", g, "--json", cwd=tmp_path)
+    row = json.loads(r.stdout.splitlines()[0])
+    assert row["threshold_provenance"]["source"] == "fallback" and fix in row["threshold_provenance"]["warning"]
+    assert row["margin"] == pytest.approx(row["matches"][0]["score"] - row["matches"][1]["score"])
+
+
+@pytest.mark.parametrize("score, threshold, shown", [
+    (0.90099996, 0.901, ("0.90099996", "0.90100002")),
+    (0.9345, 0.94, ("0.9345", "0.9400")),
+    (0.94, 0.94, ("0.9400", "0.9400")),
+    (0.940001, 0.94, ("0.940001", "0.940000")),
+])
+def test_scores_are_printed_with_the_digits_their_comparison_needs(score, threshold, shown):
+    from gallery.cli import _compared
+
+    s, t = _compared(float(np.float32(score)), float(np.float32(threshold)))
+    assert (s, t) == shown and (float(s) >= float(t)) == (np.float32(score) >= np.float32(threshold))

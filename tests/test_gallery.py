@@ -451,7 +451,8 @@ def test_info_reports_counts_index_threshold_and_sizes(built):
     assert (info["records"], info["identities"], info["shards"]) == (1800, 600, 4)
     assert (info["model"], info["dim"], info["shard_format"], info["rows_per_shard"]) == ("external", 64, "parquet", 500)
     assert info["index"]["kind"] == "flat" and info["index"]["ntotal"] == 1800 and info["index"]["factory"] == "IDMap2,Flat"
-    assert info["threshold"] == {"value": FALLBACK_THRESHOLD, "source": "fallback"}
+    assert (info["threshold"]["value"], info["threshold"]["source"]) == (FALLBACK_THRESHOLD, "fallback")
+    assert "run `gallery calibrate`" in info["threshold"]["provenance"]["warning"]
     assert info["disk_bytes"] == sum(p.stat().st_size for p in built.root.rglob("*") if p.is_file())
     assert info["disk_bytes"] > 1800 * 64 * 4 * 2  # the float vectors at least twice: the .npy and the flat index
     assert info["ram_bytes"]["index"] >= 1800 * 64 * 4
@@ -462,8 +463,11 @@ def test_info_reports_counts_index_threshold_and_sizes(built):
 def test_info_names_the_model_default_threshold(tmp_path, small_set):
     g = Gallery.from_vectors(small_set.vectors[:30], small_set.identities[:30], tmp_path / "g", model="dlib-resnet",
                              progress=False)
-    assert g.info()["threshold"] == {"value": MODEL_THRESHOLDS["dlib-resnet"], "source": "model-default"}
-    assert g.search(small_set.vectors[:1])[0].threshold_source == "model-default"
+    threshold = g.info()["threshold"]
+    assert (threshold["value"], threshold["source"]) == (MODEL_THRESHOLDS["dlib-resnet"].value, "model-default")
+    assert threshold["provenance"]["evidence"] == MODEL_THRESHOLDS["dlib-resnet"].evidence
+    (r,) = g.search(small_set.vectors[:1])
+    assert r.threshold_source == "model-default" and r.to_dict()["threshold_provenance"]["source"] == "model-default"
 
 
 def test_info_of_an_ivfpq_gallery_reports_its_parameters(twenty_k):

@@ -20,6 +20,7 @@ from builds import copied_photos, interrupt_after_shards
 from gallery import Gallery
 from gallery.cli import main
 from gallery.errors import GalleryError, InvalidInputError, ModelMismatchError
+from gallery.search import MODEL_THRESHOLDS
 from gallery.store.reports import read_report
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "faces"
@@ -64,14 +65,22 @@ def test_build_enrols_every_readable_photo_and_reports_the_rest(built, photo_fol
     assert read_report(built.root / "report-000001.json") == report
 
 
+#: Mated probes whose best score (0.9345) is below the dlib default of 0.94: the price of a default
+#: that errs toward "unknown" (see gallery.search.MODEL_THRESHOLDS).
+REJECTED_AT_THE_DEFAULT = {"misc/alex-lacamoire.png"}
+
+
 @pytest.mark.parametrize("path, who", labelled_probes(), ids=[p for p, _ in labelled_probes()])
 def test_every_labelled_probe_is_answered_right(built, path, who):
     (photo,) = built.search_images(FACES / path, k=3)
     assert photo.error is None
     assert len(photo.faces) >= len(who), f"{path}: the detector found {len(photo.faces)} faces, expected {len(who)}"
     decided = [f.identity for f in photo.faces]
+    ranked_first = [f.result.best.identity for f in photo.faces]
     if who == ["unknown"]:
         assert decided == [None], f"{path}: an unenrolled person was matched to {decided}"
+    elif path in REJECTED_AT_THE_DEFAULT:
+        assert set(who) <= set(ranked_first) and not set(who) & set(decided), f"{path}: {decided}"
     else:
         assert set(who) <= set(decided), f"{path}: expected {who}, got {decided}"
     for f in photo.faces:
@@ -93,20 +102,25 @@ def test_identification_is_the_same_with_dlibs_own_encoder(built, photo_folder, 
             np.testing.assert_allclose([m.score for m in a.result.matches], [m.score for m in b.result.matches], atol=1e-4)
 
 
-def test_the_dlib_default_threshold_separates_the_labelled_pairs():
-    """The measured default (benchmarks/dlib_threshold.py) lies between every impostor and every genuine pair."""
+def test_the_dlib_default_rejects_every_non_mated_search_of_the_labelled_photos():
+    """The measured default as a 1:N decision (benchmarks/dlib_threshold.py): every labelled single-face
+    photo searched against the others with its identity left out scores below it; searched with its
+    identity in, all but the documented mated probe score at or above it."""
     from gallery.embed import Photo, embed_photos, get_encoder
-    from gallery.search import MODEL_THRESHOLDS
 
-    photos = [Photo(p, str(p), p.parent.name) for p in sorted((FACES / "gallery").glob("*/*"))]
+    photos = [Photo(p, str(p.relative_to(FACES)), p.parent.name) for p in sorted((FACES / "gallery").glob("*/*"))]
     photos += [Photo(FACES / path, path, who[0]) for path, who in labelled_probes() if len(who) == 1]
     embedded = [e for e in embed_photos(photos, get_encoder(), workers=2, progress=False) if e.n_faces == 1]
     x = np.stack([e.vectors[0] for e in embedded])
     who = np.array([e.photo.identity for e in embedded])
     s, same = x @ x.T, who[:, None] == who[None, :]
-    off = ~np.eye(len(x), dtype=bool)
-    t = MODEL_THRESHOLDS["dlib-resnet"]
-    assert s[same & off].min() >= t > s[~same].max()
+    np.fill_diagonal(s, -np.inf)
+    t = MODEL_THRESHOLDS["dlib-resnet"].value
+    nonmated_best = np.where(same, -np.inf, s).max(axis=1)
+    mated_best = np.where(same, s, -np.inf).max(axis=1)
+    assert len(x) == 23 and (nonmated_best < t).all()
+    rejected = {e.photo.source for e, m in zip(embedded, mated_best) if np.isfinite(m) and m < t}
+    assert rejected == REJECTED_AT_THE_DEFAULT
 
 
 def test_two_face_photo_returns_both_people_with_their_boxes(built):
@@ -295,7 +309,7 @@ def test_calibrate_and_eval_on_photo_probes(built, probe_folder, tmp_path):
     root = tmp_path / "g"  # a copy: the shared gallery keeps its model-default threshold
     shutil.copytree(built.root, root)
     runner = CliRunner()
-    r = runner.invoke(main, ["calibrate", str(root), "--probes", str(probe_folder), "--target-fpir", "0.5"])
+    r = runner.invoke(main, ["calibrate", str(root), "--probes", str(probe_folder), "--target-fpir", "0.5", "--allow-few-searches"])
     assert r.exit_code == 0, r.output
     assert "on 1 non-mated and 13 mated searches (probes), FNIR 0.0000" in r.output
     cal = Gallery.open(root).calibration
@@ -361,3 +375,19 @@ def test_a_photo_build_stopped_with_ctrl_c_resumes_where_it_stopped_and_says_so(
     g = Gallery.open(root)
     assert len(g) == 36 and len(g.manifest.shards) == 1, "the checkpoints are merged into one shard at commit"
     g.verify()
+
+
+def test_an_answer_explains_itself_margin_threshold_and_the_enrolled_photo_it_matched(built):
+    (photo,) = built.search_images(FACES / "probes" / "kit_with_rose.jpg", k=3)
+    for face in photo.faces:
+        r = face.result
+        assert r.margin == pytest.approx(r.matches[0].score - r.matches[1].score) and r.margin > 0
+        best = r.matches[0]
+        assert best.sources and best.sources[0].startswith(f"{best.identity}/"), best.sources
+        d = face.to_dict()
+        assert d["matches"][0]["source"] == best.sources[0] and d["margin"] == r.margin
+        assert d["threshold_provenance"] == {"source": "model-default", "model": "dlib-resnet",
+                                             "evidence": MODEL_THRESHOLDS["dlib-resnet"].evidence}
+    r = CliRunner().invoke(main, ["query", str(FACES / "probes" / "obama1.jpg"), "-g", str(built.root), "-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert "margin " in r.output and "(enrolled photo obama/" in r.output

@@ -143,7 +143,7 @@ def test_decide_keeps_the_ranking_and_carries_threshold_and_source():
 def test_threshold_precedence_call_then_calibrated_then_model_then_fallback():
     assert resolve_threshold(0.3, 0.6, "dlib-resnet") == (0.3, "call")
     assert resolve_threshold(None, 0.6, "dlib-resnet") == (0.6, "calibrated")
-    assert resolve_threshold(None, None, "dlib-resnet") == (MODEL_THRESHOLDS["dlib-resnet"], "model-default")
+    assert resolve_threshold(None, None, "dlib-resnet") == (MODEL_THRESHOLDS["dlib-resnet"].value, "model-default")
     assert resolve_threshold(None, None, "some-model") == (FALLBACK_THRESHOLD, "fallback")
     assert resolve_threshold(None, 0.6, "some-model") == (0.6, "calibrated")
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import plots
+from ..wording import counted
 from .evaluate import Evaluation, sample_identities
 
 GRID_IDENTITIES = 6
@@ -27,12 +28,30 @@ FIGURES = (
 )
 
 
-def _grid_rows(ev: Evaluation) -> np.ndarray:
+def _grid_rows(ev: Evaluation) -> tuple[np.ndarray, str]:
+    """The records of the similarity grid (two of each of the first few identities that have two), and a
+    title that says what they are: all the records, or which sample of them."""
     names, codes = np.unique(ev.labels, return_inverse=True)
-    rows = []
-    for c in np.flatnonzero(np.bincount(codes) >= 2)[:GRID_IDENTITIES]:
+    pairs = np.flatnonzero(np.bincount(codes) >= 2)
+    rows: list[int] = []
+    for c in pairs[:GRID_IDENTITIES]:
         rows.extend(np.flatnonzero(codes == c)[:2])
-    return np.asarray(rows if rows else np.arange(min(len(ev.labels), 2 * GRID_IDENTITIES)), dtype=np.int64)
+    how = f"2 records of each of {counted(min(len(pairs), GRID_IDENTITIES), 'identity', 'identities')}"
+    if not rows:
+        rows = list(range(min(len(ev.labels), 2 * GRID_IDENTITIES)))
+        how = "the first records (no identity has two)"
+    total = ev.summary["gallery"]["records"]
+    if len(rows) >= total:
+        return np.asarray(rows, np.int64), f"cosine similarity between all {total} records"
+    return (np.asarray(rows, np.int64),
+            f"cosine similarity in a sample of {len(rows)} of the gallery's {total} records: {how}")
+
+
+def _map_title(shown: int, summary: dict) -> str:
+    total = summary["gallery"]["records"]
+    if shown >= total:
+        return f"t-SNE of all {total} gallery embeddings (cosine)"
+    return f"t-SNE of a sample of {shown} of the gallery's {total} embeddings (whole identities, cosine)"
 
 
 def _fmt(v) -> str:
@@ -49,17 +68,30 @@ def _summary_rows(s: dict) -> list[tuple[str, str]]:
         ("NMI", _fmt(r.get("nmi"))),
         ("positive / negative mean cosine", f"{d['pos_mean']:.4f} / {d['neg_mean']:.4f}"),
         ("JSD (bits)", _fmt(d["jsd"])),
-        ("EER (1:1)", f"{v['eer']:.4f} at cosine {v['eer_threshold']:.4f}"),
+        ("EER (1:1)", "n/a (no genuine pairs)" if v["eer"] is None else f"{v['eer']:.4f} at cosine {v['eer_threshold']:.4f}"),
     ]
+    missing_far = "n/a (no genuine pairs)" if v["eer"] is None else "n/a (too few impostor pairs)"
     for far, x in v["tar_at_far"].items():
-        rows.append((f"TAR @ FAR {far}", "n/a (too few impostor pairs)" if x is None else f"{x['tar']:.4f} (threshold {x['threshold']:.4f})"))
+        rows.append((f"TAR @ FAR {far}", missing_far if x is None else f"{x['tar']:.4f} (threshold {x['threshold']:.4f})"))
     rows.append(("1:N protocol", f"{i['protocol']}: {i['n_mated']} mated, {i['n_nonmated']} non-mated searches, "
                                  f"{i['gallery_identities']} identities"))
     for rank, x in i["cmc"].items():
         rows.append((f"CMC {rank}", _fmt(x)))
     for fp, x in i["fnir_at_fpir"].items():
-        rows.append((f"FNIR @ FPIR {fp}", "n/a (too few non-mated searches)" if x is None else f"{x['fnir']:.4f} (threshold {x['threshold']:.4f})"))
+        rows.append((f"FNIR @ FPIR {fp}", "n/a (too few non-mated searches)" if x is None
+                     else f"n/a (no mated searches; threshold {x['threshold']:.4f})" if x["fnir"] is None
+                     else f"{x['fnir']:.4f} (threshold {x['threshold']:.4f})"))
+    if "operating_point" in s:
+        rows.append(("operating threshold", _operating_point_text(s["operating_point"])))
     return rows
+
+
+def _operating_point_text(op: dict) -> str:
+    """``0.9400 (model-default): FAR 0.0000, TAR 0.9767 on pairs; FPIR 0.0000, FNIR 0.2500 on searches``."""
+    pairs = "no genuine pairs" if op["far"] is None else f"FAR {op['far']:.4f}, TAR {op['tar']:.4f} on pairs"
+    fpir = "FPIR n/a (no non-mated searches)" if op["fpir"] is None else f"FPIR {op['fpir']:.4f}"
+    fnir = "FNIR n/a (no mated searches)" if op["fnir"] is None else f"FNIR {op['fnir']:.4f}"
+    return f"{op['threshold']:.4f} ({op['source']}): {pairs}; {fpir}, {fnir} on searches"
 
 
 def write_report(
@@ -77,20 +109,26 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json"}
     paths["metrics"].write_text(json.dumps(ev.summary, indent=2, default=float) + "\n", encoding="utf-8")
-    paths["histograms.png"] = plots.pair_histograms(ev.histograms, out / "histograms.png")
-    paths["roc.png"] = plots.roc(ev.roc, out / "roc.png")
-    paths["det.png"] = plots.det(ev.roc, out / "det.png")
-    if len(ev.cmc):
-        paths["cmc.png"] = plots.cmc(ev.cmc, out / "cmc.png")
-    if len(ev.outcomes.nonmated_best) and len(ev.outcomes.mated_rank):
-        paths["fnir_fpir.png"] = plots.fnir_fpir(ev.outcomes, out / "fnir_fpir.png")
-    grid = _grid_rows(ev)
+    t, source = (ev.threshold, ev.threshold_source) if np.isfinite(ev.threshold) else (None, "")
+    eer_t = ev.summary["verification"]["eer_threshold"]
+    i = ev.summary["identification"]
+    grid, grid_title = _grid_rows(ev)
     thumbs = (lambda rows: [thumbnail(int(ev.record_ids[r])) for r in rows]) if thumbnail else (lambda rows: None)
-    paths["similarity_grid.png"] = plots.similarity_grid(ev.vectors[grid], ev.labels[grid], out / "similarity_grid.png", thumbs(grid))
-    if len(ev.vectors) >= 5:
-        rows = sample_identities(ev.record_ids, ev.labels, MAP_RECORDS, seed)
-        paths["embedding_map.png"] = plots.embedding_map(ev.vectors[rows], ev.labels[rows], out / "embedding_map.png",
-                                                         thumbnails=thumbs(rows), seed=seed)
+    shown = sample_identities(ev.record_ids, ev.labels, MAP_RECORDS, seed)
+    drawings = {
+        "histograms.png": lambda: plots.pair_histograms_figure(ev.histograms, threshold=t, source=source, eer_threshold=eer_t),
+        "roc.png": lambda: plots.roc_figure(ev.roc, threshold=t, source=source),
+        "det.png": lambda: plots.det_figure(ev.roc, threshold=t, source=source),
+        "cmc.png": lambda: plots.cmc_figure(ev.cmc, n_mated=i["n_mated"], gallery_identities=i["gallery_identities"]),
+        "fnir_fpir.png": lambda: plots.fnir_fpir_figure(ev.outcomes, threshold=t, source=source),
+        "similarity_grid.png": lambda: plots.similarity_grid_figure(ev.vectors[grid], ev.labels[grid], title=grid_title,
+                                                                    thumbnails=thumbs(grid), threshold=t),
+        "embedding_map.png": lambda: plots.embedding_map_figure(ev.vectors[shown], ev.labels[shown],
+                                                                title=_map_title(len(shown), ev.summary),
+                                                                thumbnails=thumbs(shown), seed=seed),
+    }
+    for name, draw in drawings.items():
+        paths[name] = plots.save(draw(), out / name)
     rows = _summary_rows(ev.summary)
     figures = [(name, title) for name, title in FIGURES if name in paths]
     paths["report.md"] = out / "report.md"

@@ -17,7 +17,7 @@ from .identification import (
     search_outcomes,
 )
 from .retrieval import normalized_mutual_info, retrieval
-from .verification import ROC, equal_error_rate, pair_scores, roc, tar_at_far, verification
+from .verification import ROC, equal_error_rate, pair_scores, rates_at, roc, tar_at_far, verification
 
 __all__ = [
     "DEFAULT_BINS",
@@ -35,6 +35,7 @@ __all__ = [
     "open_set_curve",
     "pair_histograms",
     "pair_scores",
+    "rates_at",
     "retrieval",
     "roc",
     "search_outcomes",

@@ -12,6 +12,7 @@ CMC(r) is the fraction of mated searches whose mate is at rank <= r, whatever it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -21,6 +22,31 @@ from ..errors import InvalidInputError
 from ..types import SearchResult
 
 DEFAULT_FPIRS = (1e-1, 1e-2, 1e-3, 1e-4)
+#: The evidence a target FPIR needs, for calibration and evaluation alike: enough non-mated searches
+#: that the target allows this many false accepts. With fewer, the threshold is one impostor's score
+#: and the achieved FPIR is known only within a factor of several (at 10, its 95% interval is about
+#: 0.5x to 1.8x the target).
+MIN_FALSE_ACCEPTS = 10
+
+
+def nonmated_needed(target_fpir: float) -> int:
+    """How many non-mated searches a target FPIR needs (``MIN_FALSE_ACCEPTS / target``)."""
+    return int(math.ceil(MIN_FALSE_ACCEPTS / target_fpir - 1e-9))
+
+
+def lowest_supported_fpir(n_nonmated: int) -> Optional[float]:
+    """The lowest target FPIR that ``n_nonmated`` searches support (None for none)."""
+    return MIN_FALSE_ACCEPTS / n_nonmated if n_nonmated >= MIN_FALSE_ACCEPTS else None
+
+
+def fpir_interval(false_accepts: int, searches: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) confidence interval on an FPIR of ``false_accepts`` in ``searches``."""
+    from scipy.stats import beta
+
+    a = (1.0 - level) / 2.0
+    lo = 0.0 if false_accepts == 0 else float(beta.ppf(a, false_accepts, searches - false_accepts + 1))
+    hi = 1.0 if false_accepts == searches else float(beta.ppf(1.0 - a, false_accepts + 1, searches - false_accepts))
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -88,15 +114,16 @@ def fpir_threshold(nonmated_best, target_fpir: float) -> float:
 
 
 def fnir_at_fpir(outcomes: SearchOutcomes, fpirs: Sequence[float] = DEFAULT_FPIRS, *, rank: int = 1) -> dict:
-    """For each target FPIR the data allow (target >= 1 / non-mated searches): threshold, FNIR, achieved FPIR."""
+    """For each target FPIR the data support (:func:`nonmated_needed`): threshold, FNIR, achieved FPIR."""
     out: dict = {}
     n = len(outcomes.nonmated_best)
     for target in fpirs:
-        if n == 0 or target * n < 1:
+        if n < nonmated_needed(target):
             out[f"{target:g}"] = None
             continue
         t = fpir_threshold(outcomes.nonmated_best, target)
-        out[f"{target:g}"] = {"threshold": t, "fnir": fnir(outcomes, t, rank=rank), "fpir": fpir(outcomes.nonmated_best, t)}
+        miss = fnir(outcomes, t, rank=rank) if len(outcomes.mated_rank) else None
+        out[f"{target:g}"] = {"threshold": t, "fnir": miss, "fpir": fpir(outcomes.nonmated_best, t)}
     return out
 
 

@@ -66,6 +66,12 @@ def equal_error_rate(curve: ROC) -> tuple[float, float]:
     return float(eer), float(t_prev + w * (curve.thresholds[i] - t_prev))
 
 
+def rates_at(curve: ROC, threshold: float) -> tuple[float, float]:
+    """(FAR, TAR) when accepting ``score >= threshold``: the operating point of one threshold on the ROC."""
+    i = int(np.searchsorted(-curve.thresholds, -threshold, side="right")) - 1  # the last threshold >= it
+    return float(curve.far[i]), float(curve.tar[i])
+
+
 def tar_at_far(curve: ROC, fars: Sequence[float] = DEFAULT_FARS) -> dict[float, Optional[dict]]:
     """For each target FAR, the highest TAR with FAR <= target and its threshold.
 

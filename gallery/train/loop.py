@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import GalleryError, InvalidInputError
 from ..metrics import pair_histograms, retrieval
+from ..progress import progress_bar
 from ..store.files import sha256_file, write_bytes_atomic
 from .data import LabelledData, class_split, load_labelled_photos, load_labelled_vectors, pk_batches, shuffled_batches
 from .export import export_encoder, load_encoder, read_encoder_metadata
@@ -141,6 +141,8 @@ class TrainResult:
     best_score: Optional[float]
     stopped_early: bool = False
     encoder: dict = field(default_factory=dict)
+    #: What makes the exported encoder doubtful (an untrained best epoch, too few identities).
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"metric": self.metric, "best_epoch": self.best_epoch, "best_score": self.best_score,
@@ -437,8 +439,8 @@ def fit(
             best_sha = _save_tensors({"model": best_state[0], "loss": best_state[1], "epoch": 0}, ckpt_dir / "best.pt")
 
     stopped = val_xy is not None and patience is not None and stale >= patience  # a finished run, resumed
-    bar = tqdm(range(start, epochs + 1) if not stopped else range(0), desc="epochs", unit="epoch",
-               disable=not progress, initial=start - 1, total=epochs)
+    bar = progress_bar(bool(progress), iterable=range(start, epochs + 1) if not stopped else range(0), desc="epochs",
+                       unit="epoch", initial=start - 1, total=epochs)
     for epoch in bar:
         t0 = time.perf_counter()
         for opt in optimizers:
@@ -449,7 +451,7 @@ def fit(
         batches = list(shuffled_batches(len(y_tr), batch_size, rng) if softmax
                        else pk_batches(y_tr, batch_size, rng, k=samples_per_class))
         total, seen = 0.0, 0
-        for rows in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress):
+        for rows in progress_bar(bool(progress), iterable=batches, desc=f"epoch {epoch}", unit="batch", leave=False):
             if len(rows) < 2:  # batch norm cannot train on one sample
                 continue
             idx = torch.as_tensor(rows)
@@ -610,8 +612,29 @@ def train_encoder(
         kind, shape = "vectors", [d.dim]
         extra = {"base_model": base_model or (init_meta or {}).get("base_model")}
     result.encoder = export_encoder(result.model, out, input=kind, input_shape=shape, metadata={"training": training, **extra})
+    result.warnings = training_warnings(result, len(split.train_classes), len(split.val_classes))
+    for message in result.warnings:
+        LOG.warning("%s: %s", out, message)
     (ckpt / "history.json").write_text(json.dumps(result.summary(), indent=2, default=float), encoding="utf-8")
     return result
+
+
+#: Fewer training identities than this rarely teach an encoder anything that holds for new people.
+MIN_TRAIN_IDENTITIES = 20
+
+
+def training_warnings(result: TrainResult, train_classes: int, val_classes: int) -> list[str]:
+    """Why the exported encoder may not be worth using, in words a person acts on."""
+    out = []
+    if result.best_epoch == 0 and result.best_score is not None:
+        out.append(f"the best validation {result.metric} ({result.best_score:.4f}) is the untrained encoder's "
+                   "(epoch 0): the exported encoder is untrained; train on more identities, for more epochs, "
+                   "or with another loss")
+    if train_classes < MIN_TRAIN_IDENTITIES:
+        out.append(f"only {train_classes} training identities ({val_classes} for validation): too few to learn an "
+                   f"encoder that holds for new people (use at least {MIN_TRAIN_IDENTITIES}); the validation score "
+                   "says little")
+    return out
 
 
 def _loss_params(loss: nn.Module) -> dict:

@@ -52,11 +52,15 @@ def test_head_on_photos_plugs_into_build(tmp_path):
     meta = read_encoder_metadata(tmp_path / "head.pt")
     assert meta["input"] == "vectors" and meta["base_model"] == "dlib-resnet" and meta["training"]["loss"] == "nsl"
     assert len(r.history) >= 2
+    assert any(w.startswith("only 3 training identities (2 for validation): too few") for w in r.warnings), r.warnings
     g = Gallery.from_photos(FACES / "gallery", tmp_path / "g", model=f"torchscript:{tmp_path / 'head.pt'}",
                             workers=0, progress=False)
     assert g.model == "dlib-resnet+head"
     (photo,) = g.search_images(FACES / "probes" / "obama1.jpg", threshold=0.0)
     assert photo.faces[0].identity == "obama"
+    (photo,) = g.search_images(FACES / "misc" / "lin-manuel-miranda.png")  # no measured threshold: say so in the answer
+    provenance = photo.faces[0].result.to_dict()["threshold_provenance"]
+    assert provenance["source"] == "fallback" and "run `gallery calibrate`" in provenance["warning"]
 
 
 class TinyFaceNet(torch.nn.Module):
@@ -266,3 +270,14 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(vectors, tmp_path):
     again = train(vectors, tmp_path, epochs=12, patience=1, lr=0.05, resume=True)
     assert again.stopped_early and without_timings(again.history) == without_timings(first.history)
     assert again.best_epoch == first.best_epoch
+
+
+def test_an_encoder_whose_best_epoch_is_the_untrained_one_comes_with_a_warning():
+    from gallery.train.loop import TrainResult, training_warnings
+
+    untrained = TrainResult(model=None, loss=None, history=[{"epoch": 0}], metric="map@r", best_epoch=0, best_score=0.31)
+    assert training_warnings(untrained, 50, 12) == [
+        "the best validation map@r (0.3100) is the untrained encoder's (epoch 0): the exported encoder is untrained; "
+        "train on more identities, for more epochs, or with another loss"]
+    trained = TrainResult(model=None, loss=None, history=[], metric="map@r", best_epoch=4, best_score=0.6)
+    assert training_warnings(trained, 50, 12) == []
