@@ -18,13 +18,16 @@ from .errors import GalleryError
 from .evaluation import evaluate, write_report
 from .embed.detect import DETECT_MAX_SIDE, DETECTORS
 from .embed.encoders import DEFAULT_MODEL as DEFAULT_ENCODER
-from .enrolment import FACE_POLICIES, summary_line
+from .enrolment import FACE_POLICIES, passed_over, summary_line
 from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
 from .index import KINDS
+from .progress import echo
+from .metrics.identification import MIN_FALSE_ACCEPTS
 from .search import AGGREGATES
 from .store import FORMATS, read_labelled_vectors
 from .store.imports import read_query_vectors, write_labelled_vectors
 from .synthetic import synthetic_gallery, synthetic_probes
+from .wording import counted, first_names
 
 GALLERY_HELP = "Gallery folder (default: $GALLERY_DIR, else ./gallery)."
 
@@ -66,6 +69,47 @@ def _group_access_option(f):
     return click.option("--group-access", is_flag=True,
                         help="Make a new gallery readable by your group (folders 0750, files 0640); "
                              "by default only you can read it (0700 / 0600).")(f)
+
+
+def _quiet_option(f):
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="No progress on stderr (the answer, warnings and errors still print).")(f)
+
+
+def _json_options(what: str):
+    """--json (JSON Lines, each answer as it is ready) and --json-array (one JSON document at the end)."""
+
+    def wrap(f):
+        f = click.option("--json-array", is_flag=True,
+                         help=f"Print one JSON document instead: an array of the {what} objects, at the end.")(f)
+        f = click.option("--json", "as_json", is_flag=True,
+                         help=f"Print JSON Lines instead of a table: one JSON object per {what} on its own line, "
+                              "each as soon as it is ready (for jq, or json.loads per line).")(f)
+        return f
+
+    return wrap
+
+
+class _JsonOut:
+    """Where --json and --json-array answers go: a line each as they come, or one array at the end."""
+
+    def __init__(self, lines: bool, array: bool):
+        if lines and array:
+            raise click.UsageError("--json and --json-array cannot be used together; pick one")
+        self.lines, self.array = lines, array
+        self.items: list[dict] = []
+
+    def write(self, item: dict) -> bool:
+        """Print (or keep) ``item``; False when neither was asked for and the caller prints a table."""
+        if self.lines:
+            echo(json.dumps(item))
+        elif self.array:
+            self.items.append(item)
+        return self.lines or self.array
+
+    def close(self) -> None:
+        if self.array:
+            echo(json.dumps(self.items, indent=2))
 
 
 def _engine_options(sharded: bool):
@@ -114,7 +158,8 @@ def main(verbose: int) -> None:
     identity when score >= threshold, otherwise it is "unknown".
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # a person reads "warning: ..." (with -v, where each line comes from as well)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose else "warning: %(message)s")
     logging.getLogger("faiss.loader").setLevel(max(level, logging.WARNING))
 
 
@@ -136,8 +181,9 @@ def main(verbose: int) -> None:
 @click.option("--replace", is_flag=True, help="Replace an existing gallery instead of adding to it.")
 @_group_access_option
 @_wait_option
+@_quiet_option
 def import_vectors(source, gallery_dir, labels, vector_column, label_column, source_column, model, shard_format,
-                   rows_per_shard, index_kind, nlist, pq_m, nprobe, rerank, replace, group_access, wait) -> None:
+                   rows_per_shard, index_kind, nlist, pq_m, nprobe, rerank, replace, group_access, wait, quiet) -> None:
     """Enrol precomputed embeddings from SOURCE (.parquet, .h5/.hdf5, or .npy with --labels).
 
     Creates the gallery if the folder has none, otherwise adds to it without retraining its index
@@ -146,9 +192,10 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
     data = read_labelled_vectors(source, labels=labels, vector_column=vector_column, label_column=label_column,
                                  source_column=source_column)
     g = Gallery.enrol(data.vectors, data.identities, gallery_dir, replace=replace, model=model, sources=data.sources,
-                      progress=True, index=index_kind, shard_format=shard_format, rows_per_shard=rows_per_shard,
+                      progress=not quiet, index=index_kind, shard_format=shard_format, rows_per_shard=rows_per_shard,
                       nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, wait=wait, group_access=group_access)
     click.echo(f"{gallery_dir}: {len(g)} records, {len(g.identities)} identities, index {g.manifest.index.factory}")
+    _warn_if_fallback(g)
 
 
 @main.command("search-vectors")
@@ -165,36 +212,46 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
 @click.option("--recheck-nprobe", type=click.IntRange(min=1),
               help="ivfpq: lists searched again for queries scoring below the threshold (default: all).")
 @click.option("--vector-column", default="vector", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per query) instead of a table.")
+@_json_options("query")
 @_engine_options(sharded=True)
 def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe, rerank, recheck_nprobe, vector_column, as_json,
-                   engine, address, shards) -> None:
+                   json_array, engine, address, shards) -> None:
     """Find the top-k enrolled identities for each query vector in QUERIES (.npy, .parquet, .h5).
 
     \b
     With --engine ray --shards S the gallery is split by identity over S Ray actors and every query
     is answered by all of them; the answers are the local engine's.
     """
+    out = _JsonOut(as_json, json_array)
     data = read_query_vectors(queries, vector_column=vector_column)
     g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
     results = g.search(data.vectors, k=k, threshold=threshold, aggregate=aggregate, top_n=top_n,
                        nprobe=nprobe, rerank=rerank, recheck_nprobe=recheck_nprobe)
     truth = data.identities
-    if as_json:
+    if out.lines or out.array:
         for q, r in enumerate(results):
-            row = {"query": q, **r.to_dict()}
-            if truth is not None:
-                row["label"] = truth[q]
-            click.echo(json.dumps(row))
+            out.write({"query": q, **r.to_dict(), **({"label": truth[q]} if truth is not None else {})})
+        out.close()
         return
     click.echo(_results_table(results, truth))
+
+
+def _compared(score: float, threshold: float) -> tuple[str, str]:
+    """``score`` and ``threshold`` printed with the fewest decimals (at least 4) at which the printed
+    numbers compare as the real ones do, so ``0.9010 < 0.901`` never appears."""
+    for digits in range(4, 10):
+        s, t = f"{score:.{digits}f}", f"{threshold:.{digits}f}"
+        if (float(s) >= float(t)) == (score >= threshold) and (s != t or score == threshold):
+            return s, t
+    return repr(score), repr(threshold)
 
 
 def _results_table(results, truth) -> str:
     first = results[0] if results else None
     lines = []
     if first is not None:
-        lines.append(f"threshold {first.threshold:.4f} ({first.threshold_source}); match iff cosine >= threshold")
+        shown = [_compared(m.score, first.threshold)[1] for r in results for m in r.matches] or [f"{first.threshold:.4f}"]
+        lines.append(f"threshold {max(shown, key=len)} ({first.threshold_source}); match iff cosine >= threshold")
     lines.append(f"{'query':>5}  {'decision':<24} {'rank':>4}  {'identity':<24} {'cosine':>7}  images")
     for q, r in enumerate(results):
         decision = r.identity if r.identity is not None else "unknown"
@@ -202,7 +259,7 @@ def _results_table(results, truth) -> str:
             decision += f"  (label {truth[q]})" if truth[q] is not None else "  (label -)"
         for rank, m in enumerate(r.matches, 1):
             lead = f"{q:>5}  {decision:<24}" if rank == 1 else " " * 31
-            lines.append(f"{lead} {rank:>4}  {m.identity:<24} {m.score:>7.4f}  {len(m.records)}")
+            lines.append(f"{lead} {rank:>4}  {m.identity:<24} {_compared(m.score, r.threshold)[0]:>7}  {len(m.records)}")
         if not r.matches:
             lines.append(f"{q:>5}  {decision:<24}    -  (empty gallery)")
     return "\n".join(lines)
@@ -242,6 +299,11 @@ def info(gallery_dir, verify, as_json) -> None:
         rows.append(("checksums", "all files match the manifest"))
     if idx.get("advice"):
         rows.append(("advice", idx["advice"]))
+    provenance = d["threshold"]["provenance"]
+    if provenance.get("warning"):
+        rows.append(("warning", provenance["warning"]))
+    elif provenance.get("evidence") and d["threshold"]["source"] == "model-default":
+        rows.append(("evidence", provenance["evidence"]))
     click.echo("\n".join(f"{k:<10} {v}" for k, v in rows))
 
 
@@ -258,30 +320,37 @@ def info(gallery_dir, verify, as_json) -> None:
 @click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Without --probes: fraction of identities left out to play the unknown people.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--allow-few-searches", "allow_few", is_flag=True,
+              help=f"Calibrate even with fewer than {MIN_FALSE_ACCEPTS}/FPIR non-mated searches (recorded as "
+                   "insufficient evidence); otherwise calibration refuses and says what the target needs.")
 @_wait_option
-def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, seed, wait) -> None:
+@_quiet_option
+def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, seed, allow_few, wait, quiet) -> None:
     """Set the open-set threshold for a target FPIR and store it in the manifest.
 
     Probes whose label is enrolled are mated searches; any other label (or '-') is a non-mated one.
-    A tail fit of the impostor scores lets the threshold follow the gallery as it grows.
+    A target FPIR needs at least 10/FPIR non-mated searches (10,000 for 1e-3), the same rule `gallery
+    eval` uses. The threshold follows the gallery as it grows: the measured one plus the rise a tail
+    fit of the impostor scores predicts.
     """
     g = Gallery.open(gallery_arg or gallery_dir, wait=wait)
     if probes is not None:
-        vectors, identities = _labelled_probes(g, probes, labels)
-        cal = calibrate_probes(g, vectors, identities, target_fpir=target_fpir)
+        vectors, identities = _labelled_probes(g, probes, labels, progress=not quiet)
+        cal = calibrate_probes(g, vectors, identities, target_fpir=target_fpir, allow_few=allow_few)
     else:
-        cal = calibrate_leave_out(g, target_fpir=target_fpir, holdout=holdout, seed=seed)
+        cal = calibrate_leave_out(g, target_fpir=target_fpir, holdout=holdout, seed=seed, allow_few=allow_few)
     g.set_calibration(cal)
     fnir = "n/a (no mated searches)" if cal.fnir is None else f"{cal.fnir:.4f}"
-    click.echo(f"threshold {cal.value:.4f} at FPIR {cal.achieved_fpir:.2e} (target {cal.target_fpir:g}) on "
-               f"{cal.n_nonmated} non-mated and {cal.n_mated} mated searches ({cal.protocol}), FNIR {fnir}")
-    click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.4f}")
+    click.echo(f"threshold {cal.value:.6f} at FPIR {cal.achieved_fpir:.2e} (95% interval {cal.fpir_low:.2e} .. "
+               f"{cal.fpir_high:.2e}; target {cal.target_fpir:g}) on {cal.n_nonmated} non-mated and {cal.n_mated} "
+               f"mated searches ({cal.protocol}), FNIR {fnir}")
+    click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.6f}")
 
 
-def _labelled_probes(g: Gallery, probes: Path, labels):
+def _labelled_probes(g: Gallery, probes: Path, labels, *, progress: bool):
     """Probe vectors and labels from a photo folder or CSV of photos, or from a labelled vector file."""
     if probes.is_dir() or probes.suffix.lower() == ".csv":
-        return g.embed_labelled_photos(probes, progress=True)
+        return g.embed_labelled_photos(probes, progress=progress)
     data = read_labelled_vectors(probes, labels=labels)
     return data.vectors, list(data.identities)
 
@@ -298,18 +367,20 @@ def _labelled_probes(g: Gallery, probes: Path, labels):
 @click.option("--max-samples", type=click.IntRange(min=10), default=5000, show_default=True,
               help="Records (whole identities) used for the all-pairs metrics.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples, seed) -> None:
+@_quiet_option
+def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples, seed, quiet) -> None:
     """Measure a gallery: retrieval, pair distributions, 1:1 ROC/EER/TAR@FAR, 1:N CMC and FNIR@FPIR.
 
     Writes every number to OUT/metrics.json and a report with figures to OUT/report.md and the
     self-contained OUT/report.html.
     """
     g = Gallery.open(gallery_arg or gallery_dir)
-    vectors, identities = _labelled_probes(g, probes, labels) if probes is not None else (None, None)
+    vectors, identities = _labelled_probes(g, probes, labels, progress=not quiet) if probes is not None else (None, None)
     ev = evaluate(g, vectors, identities, max_samples=max_samples, seed=seed)
     paths = write_report(ev, out_dir, seed=seed, thumbnail=g.thumbnail if g.manifest.model_spec else None)
     r, i = ev.summary["retrieval"], ev.summary["identification"]
-    click.echo(f"Recall@1 {r['recall@1']:.4f}  MAP@R {r['map@r']:.4f}  EER {ev.summary['verification']['eer']:.4f}  "
+    eer = ev.summary["verification"]["eer"]
+    click.echo(f"Recall@1 {r['recall@1']:.4f}  MAP@R {r['map@r']:.4f}  EER {'n/a' if eer is None else f'{eer:.4f}'}  "
                f"rank-1 {i['cmc'].get('rank1', float('nan')):.4f} ({i['protocol']})")
     click.echo(f"report: {paths['report.html']}")
 
@@ -318,15 +389,17 @@ def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples,
 @click.argument("identities", nargs=-1, required=True)
 @_gallery_option()
 @_wait_option
-def remove(identities, gallery_dir, wait) -> None:
+@_quiet_option
+def remove(identities, gallery_dir, wait, quiet) -> None:
     """Remove IDENTITIES from the gallery and erase them from every file in it.
 
     Their shards are rewritten without them, their photos leave the build reports, what interrupted
     runs left is erased, and every superseded file is overwritten with zeros before it is deleted.
     """
     g = Gallery.open(gallery_dir, wait=wait)
-    n = g.remove(list(identities), progress=True)
-    click.echo(f"removed {n} records of {len(identities)} identities; {len(g)} records of {len(g.identities)} identities remain")
+    n = g.remove(list(identities), progress=not quiet)
+    click.echo(f"removed {counted(n, 'record')} of {counted(len(identities), 'identity', 'identities')}; "
+               f"{counted(len(g), 'record')} of {counted(len(g.identities), 'identity', 'identities')} remain")
 
 
 @main.command("rebuild-index")
@@ -334,10 +407,11 @@ def remove(identities, gallery_dir, wait) -> None:
 @click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
 @_index_options
 @_wait_option
-def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait) -> None:
+@_quiet_option
+def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait, quiet) -> None:
     """Retrain and rebuild the index from the stored vectors (after much growth, or to change its kind)."""
     g = Gallery.open(gallery_dir, wait=wait)
-    spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=True)
+    spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=not quiet)
     click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{spec.factory}] over {len(g)} vectors")
 
 
@@ -397,8 +471,9 @@ def synthesize(out, n_identities, images, dim, genuine, probes, n_probes, seed) 
 @click.option("--base-model", help="head mode: the model whose embeddings the head adapts (photos: default "
                                    "dlib-resnet; vectors: the model that made them, to use the head on photos).")
 @click.option("--workers", type=click.IntRange(min=0), help="Photo DATA: face detection processes.")
+@_quiet_option
 def train(data, out, labels, loss, mode, init, epochs, batch_size, lr, scale, margin, dim, mining, val_fraction, metric,
-          patience, partial_fc, seed, resume, vector_column, label_column, base_model, workers) -> None:
+          patience, partial_fc, seed, resume, vector_column, label_column, base_model, workers, quiet) -> None:
     """Train an encoder on DATA: a photo folder (<identity>/<photos>) or CSV, or labelled vectors
     (.parquet, .h5/.hdf5, or .npy with --labels).
 
@@ -413,7 +488,7 @@ def train(data, out, labels, loss, mode, init, epochs, batch_size, lr, scale, ma
     r = train_encoder(data, out, base_model=base_model, workers=workers, labels=labels, loss=loss, mode=mode, init=init, epochs=epochs, batch_size=batch_size,
                       lr=lr, s=scale, m=margin, dim=dim, mining=mining, val_fraction=val_fraction, seed=seed,
                       partial_fc=partial_fc, metric=metric, patience=patience, resume=resume,
-                      vector_column=vector_column, label_column=label_column, progress=True)
+                      vector_column=vector_column, label_column=label_column, progress=not quiet)
     first = r.history[0]["val"][metric]
     source = "x".join(map(str, r.encoder["input_shape"])) + (" chips" if r.encoder["input"] == "image" else "-d vectors")
     click.echo(f"{out}: {source} -> {r.encoder['dim']}-d; validation {metric} "
@@ -450,9 +525,10 @@ def _photo_options(f):
 @click.option("--overwrite", is_flag=True, help="Replace the gallery in the folder (it stays readable until done).")
 @_group_access_option
 @_wait_option
+@_quiet_option
 @_engine_options(sharded=False)
 def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_side, workers, device, shard_format,
-          rows_per_shard, index_kind, overwrite, group_access, wait, engine, address) -> None:
+          rows_per_shard, index_kind, overwrite, group_access, wait, quiet, engine, address) -> None:
     """Build a gallery from PHOTOS: a folder of <identity>/<images>, or a CSV with path,identity columns.
 
     \b
@@ -465,7 +541,7 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
     g = Gallery.from_photos(photos, gallery_dir, model=model, faces=faces, detector=detector,
                             landmarks=int(landmarks) if landmarks else None, upsample=upsample, max_side=max_side,
                             workers=workers, device=device, overwrite=overwrite, index=index_kind,
-                            shard_format=shard_format, rows_per_shard=rows_per_shard, progress=True, engine=engine,
+                            shard_format=shard_format, rows_per_shard=rows_per_shard, progress=not quiet, engine=engine,
                             address=address, wait=wait, group_access=group_access)
     _print_enrolment(gallery_dir, g)
 
@@ -478,8 +554,10 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
 @click.option("--model", help="The gallery's encoder from another file path (its fingerprint must match).")
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
 @_wait_option
+@_quiet_option
 @_engine_options(sharded=False)
-def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device, wait, engine, address) -> None:
+def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model, device, wait, quiet, engine,
+        address) -> None:
     """Enrol more photos (<identity>/<images> or a CSV) into an existing gallery, with its own model.
 
     New and existing identities alike; the index is extended, never rebuilt. An interrupted add
@@ -487,7 +565,7 @@ def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model
     """
     g = Gallery.open(gallery_dir, wait=wait)
     g.add_photos(photos, model=model, faces=faces, detector=detector, upsample=upsample, max_side=max_side,
-                 workers=workers, device=device, progress=True, engine=engine, address=address)
+                 workers=workers, device=device, progress=not quiet, engine=engine, address=address)
     _print_enrolment(gallery_dir, g)
 
 
@@ -495,8 +573,19 @@ def _print_enrolment(gallery_dir: Path, g: Gallery) -> None:
     report = g.last_report
     resumed = report["summary"].get("resumed", 0)
     click.echo(f"{gallery_dir}: {summary_line(report['summary'])}" + (f" ({resumed} from the interrupted run)" if resumed else ""))
-    click.echo(f"{gallery_dir}: {len(g)} records, {len(g.identities)} identities, model {g.model}; "
-               f"report in report-{report['generation']:06d}.json")
+    for reason, names in passed_over(report).items():
+        click.echo(f"  {reason}: {first_names(names)}")
+    report_file = gallery_dir / f"report-{report['generation']:06d}.json"
+    click.echo(f"{gallery_dir}: {counted(len(g), 'record')}, {counted(len(g.identities), 'identity', 'identities')}, "
+               f"model {g.model}; every photo's outcome in {report_file}")
+    _warn_if_fallback(g)
+
+
+def _warn_if_fallback(g: Gallery) -> None:
+    """Say so on stderr when the gallery decides with the fallback threshold, and how to fix it."""
+    provenance = g.threshold_provenance()
+    if provenance["source"] == "fallback":
+        click.echo(f"warning: {provenance['warning']}", err=True)
 
 
 @main.command("query")
@@ -507,37 +596,180 @@ def _print_enrolment(gallery_dir: Path, g: Gallery) -> None:
               help="Open-set threshold (cosine): a face is matched iff score >= T. Default: calibrated, else the model's.")
 @_photo_options
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per photo.")
+@_json_options("photo")
+@_quiet_option
 @_engine_options(sharded=True)
-def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, workers, device, as_json, engine, address,
-          shards) -> None:
+def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, workers, device, as_json, json_array, quiet,
+          engine, address, shards) -> None:
     """Who is in each probe photo? PROBES are images, folders, glob patterns or text files listing images.
 
     For every face: its box (left, top, right, bottom in pixels), the top-k identities with cosine
     similarity scores, and the decision: the best identity if its score >= threshold, else unknown.
+    Each photo's answer prints as soon as it is ready; a folder shows progress on stderr, and a
+    summary naming the photos that could not be read or had no face. Exit status 1 when no probe
+    photo could be read.
     """
     g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
-    results = g.search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
-                              max_side=max_side, workers=workers, device=device,
-                              progress=False)
-    for photo in results:
-        if as_json:
-            click.echo(json.dumps(photo.to_dict()))
-            continue
+    answers = g.iter_search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
+                                   max_side=max_side, workers=workers, device=device, progress=not quiet)
+    tally, out = _ProbeTally(), _JsonOut(as_json, json_array)
+    for photo in answers:
+        tally.add(photo)
+        if not out.write(photo.to_dict()):
+            for line in _photo_lines(photo):
+                echo(line)
+    out.close()
+    tally.finish(probes)
+
+
+def _photo_lines(photo) -> list[str]:
+    """The answer for one probe photo, as the table ``gallery query`` prints."""
+    if photo.error:
+        return [_photo_error(photo)]
+    if not photo.faces:
+        return [f"{photo.source}: no face found"]
+    lines = [f"{photo.source}: {counted(len(photo.faces), 'face')}"]
+    for i, face in enumerate(photo.faces, start=1):
+        r = face.result
+        decision = r.identity if r.identity is not None else "unknown"
+        margin = f", margin {r.margin:.4f} over the next identity" if r.margin is not None else ""
+        lines.append(f"  face {i} at {list(face.box)}: {decision}  (threshold {r.threshold:g}, "
+                     f"{r.threshold_source}{margin})")
+        for rank, m in enumerate(r.matches, start=1):
+            mark = ">=" if m.score >= r.threshold else "< "
+            score, threshold = _compared(m.score, r.threshold)
+            photo = f"  (enrolled photo {m.sources[0]})" if m.sources and m.sources[0] else ""
+            lines.append(f"    {rank}. {m.identity:<30} {score} {mark} {threshold}{photo}")
+    return lines
+
+
+def _photo_error(photo) -> str:
+    """``a.jpg: not an image Pillow can read``: the photo's error, which names it already, named once."""
+    return photo.error if photo.error.startswith(f"{photo.source}:") else f"{photo.source}: {photo.error}"
+
+
+class _ProbeTally:
+    """What became of the probe photos, for the summary on stderr and the exit status."""
+
+    def __init__(self):
+        self.photos, self.faces = 0, 0
+        self.unreadable: list[str] = []
+        self.faceless: list[str] = []
+
+    def add(self, photo) -> None:
+        self.photos += 1
+        self.faces += len(photo.faces)
         if photo.error:
-            click.echo(f"{photo.source}: {photo.error}")
-            continue
-        if not photo.faces:
-            click.echo(f"{photo.source}: no face found")
-            continue
-        click.echo(f"{photo.source}: {len(photo.faces)} face{'s' if len(photo.faces) > 1 else ''}")
-        for i, face in enumerate(photo.faces, start=1):
-            r = face.result
-            decision = r.identity if r.identity is not None else "unknown"
-            click.echo(f"  face {i} at {list(face.box)}: {decision}  (threshold {r.threshold:.3f}, {r.threshold_source})")
-            for rank, m in enumerate(r.matches, start=1):
-                mark = ">=" if m.score >= r.threshold else "< "
-                click.echo(f"    {rank}. {m.identity:<30} {m.score:.4f} {mark} {r.threshold:.3f}")
+            self.unreadable.append(photo.source)
+        elif not photo.faces:
+            self.faceless.append(photo.source)
+
+    def finish(self, probes) -> None:
+        """Print the summary (for more than one photo) and fail when no photo could be read."""
+        if self.photos == 0:
+            raise click.ClickException(f"no probe photo found in {first_names(list(probes))}")
+        parts = [counted(self.faces, "face")]
+        if self.faceless:
+            parts.append(f"no face found in {counted(len(self.faceless), 'photo')} ({first_names(self.faceless)})")
+        if self.unreadable:
+            parts.append(f"{counted(len(self.unreadable), 'photo')} unreadable ({first_names(self.unreadable)})")
+        if len(self.unreadable) == self.photos:
+            raise click.ClickException(f"no probe photo could be read: {'; '.join(parts[1:])}")
+        if self.photos > 1:
+            echo(f"{counted(self.photos, 'photo')}, {'; '.join(parts)}", err=True)
+
+
+# ---------------------------------------------------------------------- serve and keys (gallery/serve)
+
+
+def _key_roles() -> tuple[str, ...]:
+    from .serve.keys import ROLES  # the key store needs no web stack
+
+    return ROLES
+
+
+def _keys_option(f):
+    return click.option("--keys", "keys_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="API key file (default: GALLERY/api-keys.json).")(f)
+
+
+@main.command("serve")
+@_gallery_option()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default is reachable from this machine only (see README: Serving).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@_keys_option
+@click.option("--insecure-no-auth", is_flag=True, help="Serve without API keys: anyone who can connect may do anything.")
+@click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=20, show_default=True,
+              help="Largest request body.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=40_000_000, show_default=True,
+              help="Largest photo, by the pixels its header declares (the decompression-bomb guard).")
+@click.option("--max-photos", type=click.IntRange(min=1), default=32, show_default=True, help="Photos per request.")
+@click.option("--max-k", type=click.IntRange(min=1), default=100, show_default=True, help="Largest k a search may ask for.")
+@click.option("--access-log", is_flag=True, help="Log every request (method, path, status; never the key).")
+def serve(gallery_dir, host, port, keys_path, insecure_no_auth, max_upload_mb, max_pixels, max_photos, max_k,
+          access_log) -> None:
+    """Serve the gallery over HTTP: search by photo or vector, enrol, remove, and a web page at /.
+
+    \b
+    Every request needs an API key (make one first), unless --insecure-no-auth:
+      gallery keys create --role admin -g my-gallery
+      gallery serve -g my-gallery --port 8000        # docs at http://127.0.0.1:8000/v1/docs
+    Needs the serve extra: pip install 'gallery[serve]'.
+    """
+    from .serve import Limits, run_server
+
+    limits = Limits(max_upload_bytes=int(max_upload_mb * (1 << 20)), max_pixels=max_pixels, max_photos=max_photos,
+                    max_k=max_k)
+    run_server(gallery_dir, host=host, port=port, keys_path=keys_path, insecure_no_auth=insecure_no_auth,
+               limits=limits, access_log=access_log,
+               on_listening=lambda url: click.echo(f"gallery serve: {gallery_dir} on {url} (page {url}/, docs {url}/v1/docs)"))
+
+
+@main.group("keys")
+def keys() -> None:
+    """API keys for `gallery serve`: each has a role (search < enrol < admin); only its hash is stored."""
+
+
+@keys.command("create")
+@_gallery_option()
+@_keys_option
+@click.option("--role", type=click.Choice(_key_roles()), required=True,
+              help="search: search and read; enrol: also enrol; admin: also remove, calibrate, manage keys.")
+@click.option("--name", default="", help="Who or what the key is for.")
+def keys_create(gallery_dir, keys_path, role, name) -> None:
+    """Make an API key and print it, once: it cannot be shown again."""
+    from .serve.keys import KeyStore, default_keys_path
+
+    path = keys_path or default_keys_path(gallery_dir)
+    token, key = KeyStore(path).create(role, name=name)
+    click.echo(token)
+    click.echo(f"key {key.id} ({key.role}) stored as a hash in {path}; this is the only time it is shown", err=True)
+
+
+@keys.command("list")
+@_gallery_option()
+@_keys_option
+def keys_list(gallery_dir, keys_path) -> None:
+    """List the keys: id, role, name and when each was made (never the keys)."""
+    import time
+
+    from .serve.keys import KeyStore, default_keys_path
+
+    for k in KeyStore(keys_path or default_keys_path(gallery_dir)).keys():
+        click.echo(f"{k.id}  {k.role:<6}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(k.created))}  {k.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_gallery_option()
+@_keys_option
+def keys_revoke(key_id, gallery_dir, keys_path) -> None:
+    """Revoke the key KEY_ID: a running server refuses it from its next request."""
+    from .serve.keys import KeyStore, default_keys_path
+
+    key = KeyStore(keys_path or default_keys_path(gallery_dir)).revoke(key_id)
+    click.echo(f"revoked key {key.id} ({key.role}) {key.name}".rstrip())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from .store.change import GalleryChange
 from .store.reports import append_source_log, erase_source_logs, read_source_log, source_log_path
 from .types import Records
 from .vectors import as_labels
+from .wording import counted
 
 LOG = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def enrol_batch(root: Path, batch: Records, *, create: Optional[Manifest] = None
     key = fingerprint("vectors", batch.vectors, batch.identities, batch.sources, batch.face_index,
                       _creation_key(create), sorted((index_params or {}).items()))
     with GalleryChange(root, operation="enrolment", key=key, create=create, replace=replace, wait=wait,
-                       group_access=group_access, add_hint="Gallery.open(...).add_vectors") as change:
+                       group_access=group_access, add_hint="Gallery.open(...).add_vectors (`gallery import-vectors` adds)",
+                       replace_hint="overwrite=True (`gallery import-vectors --replace`)") as change:
         m = change.manifest
         if model is not None and model != m.model:
             raise ModelMismatchError(f"{root}: gallery holds {m.model!r} embeddings; vectors from model {model!r} "
@@ -205,12 +207,24 @@ def summarise(entries: list[dict], ignored: list[tuple[str, str]]) -> dict:
 
 def summary_line(summary: dict) -> str:
     """``9 images, 10 faces, 9 enrolled; skipped: 1 no face found; 2 non-image files ignored``."""
-    text = f"{summary['images']} images, {summary['faces']} faces, {summary['enrolled']} enrolled"
+    text = f"{counted(summary['images'], 'image')}, {counted(summary['faces'], 'face')}, {summary['enrolled']} enrolled"
     if summary["skipped"]:
         text += "; skipped: " + ", ".join(f"{n} {why}" for why, n in summary["skipped"].items())
     if summary.get("ignored_files"):
-        text += f"; {summary['ignored_files']} non-image files ignored"
+        text += f"; {counted(summary['ignored_files'], 'non-image file')} ignored"
     return text
+
+
+def passed_over(report: dict) -> dict[str, list[str]]:
+    """The photos a build skipped and the files it ignored, by reason, in report order, so a person can be
+    told their names (``{"unreadable": ["bob/2.jpg"], "no face found": [...], "not an image file": [...]}``)."""
+    out: dict[str, list[str]] = {}
+    for entry in report.get("sources") or []:
+        if entry.get("status") == "skipped":
+            out.setdefault(entry.get("reason") or "skipped", []).append(entry["source"])
+    for entry in report.get("ignored") or []:
+        out.setdefault(entry.get("reason") or "ignored", []).append(entry["file"])
+    return out
 
 
 def enrol_photos(
@@ -244,7 +258,8 @@ def enrol_photos(
     key = fingerprint("photos", [(p.source, p.identity) for p in photos.photos], faces, encoder.fingerprint,
                       sorted(detector.items()), _creation_key(create), sorted((index_params or {}).items()))
     with GalleryChange(root, operation="enrolment", key=key, create=create, replace=replace, wait=wait,
-                       group_access=group_access, add_hint="`gallery add` (Gallery.add_photos)") as change:
+                       group_access=group_access, add_hint="`gallery add` (Gallery.add_photos)",
+                       replace_hint="`gallery build --overwrite` (overwrite=True)") as change:
         m = change.manifest
         if m.model_fingerprint != encoder.fingerprint or m.dim != encoder.dim:
             raise ModelMismatchError(f"{root}: embeddings were made by {m.model!r} (fingerprint {m.model_fingerprint}); "
@@ -280,7 +295,7 @@ def enrol_photos(
         summary = summarise(entries, photos.ignored)
         summary["resumed"] = len(photos.photos) - len(todo)
         if create is not None and summary["enrolled"] == 0:
-            raise InvalidInputError(f"no face was enrolled from {len(photos.photos)} photos ({summary_line(summary)}); "
+            raise InvalidInputError(f"no face was enrolled from {counted(len(photos.photos), 'photo')} ({summary_line(summary)}); "
                                     "nothing was written")
         change.report = {"operation": "add" if create is None else "build", "generation": m.generation + 1,
                          "model": encoder.name, "photos_root": str(photos.root) if photos.root else None,

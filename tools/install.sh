@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command from a fresh clone: make .venv, install gallery with its dev and ray extras (the tests
-# run the Ray engine on a local cluster) and the CPU build of torch, then run the main job on data it makes itself (a synthetic gallery, built and searched).
+# One command from a fresh clone: make .venv, install gallery with its dev, ray and serve extras (the tests
+# run the Ray engine on a local cluster and `gallery serve` on loopback) and the CPU build of torch, then run the main job on data it makes itself (a synthetic gallery, built and searched).
 # Usage: bash tools/install.sh [--no-demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ fi
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet "torch==2.13.0"
-.venv/bin/pip install --quiet -e ".[dev,ray]"
+.venv/bin/pip install --quiet -e ".[dev,ray,serve]"
 
 if [ "${1:-}" = "--no-demo" ]; then
   exit 0

@@ -12,10 +12,10 @@ from collections import deque
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..embed.pipeline import AlignedPhoto, EmbeddedPhoto, align_batch, detector_options, encode_chips, with_vectors
 from ..errors import ModelMismatchError
+from ..progress import progress_bar
 from .cluster import cluster_cpus, cluster_gpus, connect
 
 #: Photos per alignment task: enough to amortise a task's overhead, few enough to keep every worker busy.
@@ -70,7 +70,7 @@ def embed_photos(
     aligning: deque = deque()
     encoding: deque = deque()
     turn = itertools.cycle(pool)
-    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=total, desc=desc, unit="img")
 
     def encode(pending: list[AlignedPhoto]) -> None:
         chips = [p.chips for p in pending if len(p.chips)]

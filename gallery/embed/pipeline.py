@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
+from ..progress import progress_bar
 from ..vectors import as_embeddings
 from .align import ChipSpec, align_faces
 from .detect import Face, FaceDetector
@@ -127,7 +127,7 @@ def align_photos(
     """
     options = detector_options(chip, detector)
     workers = default_workers() if workers is None else int(workers)
-    bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if progress is None else not progress)
+    bar = progress_bar(progress, total=total, desc=desc, unit="img")
     faces_found = 0
     pool = None
     try:

@@ -24,12 +24,15 @@ class Evaluation:
 
     summary: dict
     histograms: metrics.PairHistograms
-    roc: metrics.ROC
+    roc: Optional[metrics.ROC]  # None when the sample has no genuine pair (every identity has one record)
     outcomes: metrics.SearchOutcomes
     cmc: np.ndarray
     record_ids: np.ndarray
     labels: np.ndarray
     vectors: np.ndarray
+    #: The open-set threshold the gallery's searches use, and where it comes from (see ``Gallery.threshold``).
+    threshold: float = float("nan")
+    threshold_source: str = ""
 
 
 def sample_identities(ids: np.ndarray, labels: np.ndarray, max_records: int, seed: int = 0) -> np.ndarray:
@@ -68,8 +71,8 @@ def evaluate(
     retrieval = metrics.retrieval(x, y, seed=seed)
     hist = metrics.pair_histograms(x, y)
     scores, genuine = metrics.pair_scores(x, y)
-    curve = metrics.roc(scores, genuine)
-    eer, eer_t = metrics.equal_error_rate(curve)
+    curve = metrics.roc(scores, genuine) if genuine.any() else None
+    threshold, source = gallery.threshold()
     if probes is not None:
         if probe_labels is None or len(probe_labels) != len(probes):
             raise InvalidInputError("probes need one label each (an enrolled identity, or anything else for unknown)")
@@ -88,8 +91,7 @@ def evaluate(
         "retrieval": retrieval,
         "distribution": {"pos_mean": hist.pos_mean, "neg_mean": hist.neg_mean, "jsd": hist.jsd,
                          "n_pos": hist.n_pos, "n_neg": hist.n_neg, "bins": len(hist.pos)},
-        "verification": {"eer": eer, "eer_threshold": eer_t, "n_genuine": curve.n_genuine, "n_impostor": curve.n_impostor,
-                         "tar_at_far": {f"{k:g}": v for k, v in metrics.tar_at_far(curve, fars).items()}},
+        "verification": _verification(curve, fars),
         "identification": {
             "protocol": protocol,
             "gallery_identities": size,
@@ -98,5 +100,29 @@ def evaluate(
             "cmc": {f"rank{r}": float(v) for r, v in zip((1, 5, 10, 20), cmc[[0, 4, 9, 19]] if len(cmc) >= 20 else cmc[:1])},
             "fnir_at_fpir": metrics.fnir_at_fpir(outcomes, fpirs),
         },
+        "operating_point": operating_point(threshold, source, curve, outcomes),
     }
-    return Evaluation(summary, hist, curve, outcomes, cmc, ids[rows], y, x)
+    return Evaluation(summary, hist, curve, outcomes, cmc, ids[rows], y, x, threshold, source)
+
+
+def _verification(curve: Optional[metrics.ROC], fars: Sequence[float]) -> dict:
+    if curve is None:
+        return {"eer": None, "eer_threshold": None, "n_genuine": 0, "n_impostor": None,
+                "tar_at_far": {f"{k:g}": None for k in fars}}
+    eer, eer_t = metrics.equal_error_rate(curve)
+    return {"eer": eer, "eer_threshold": eer_t, "n_genuine": curve.n_genuine, "n_impostor": curve.n_impostor,
+            "tar_at_far": {f"{k:g}": v for k, v in metrics.tar_at_far(curve, fars).items()}}
+
+
+def operating_point(threshold: float, source: str, curve: Optional[metrics.ROC], outcomes: metrics.SearchOutcomes) -> dict:
+    """What the gallery's own threshold does on this data: FAR and TAR on pairs, FPIR and FNIR on searches
+    (None where the data have no such trials)."""
+    far, tar = metrics.rates_at(curve, threshold) if curve is not None else (None, None)
+    n_nm, n_m = len(outcomes.nonmated_best), len(outcomes.mated_rank)
+    return {
+        "threshold": threshold, "source": source, "far": far, "tar": tar,
+        "fpir": metrics.fpir(outcomes.nonmated_best, threshold) if n_nm else None,
+        "fnir": metrics.fnir(outcomes, threshold) if n_m else None,
+        "n_genuine": curve.n_genuine if curve is not None else 0, "n_impostor": curve.n_impostor if curve is not None else None,
+        "n_mated": n_m, "n_nonmated": n_nm,
+    }

@@ -47,15 +47,17 @@ class GalleryChange:
     is the manifest of a new gallery (ids and file numbers continue the old one's when ``replace``
     lets it replace one); without it the folder must already hold a gallery. ``wait`` is how long to
     wait for another writer; ``group_access`` makes a new gallery readable by the owner's group.
+    ``add_hint`` and ``replace_hint`` tell whoever meets a gallery already there how to add to it or
+    replace it, in the words of their caller (a command and its flag, and the Python call).
     """
 
     def __init__(self, root: Path | str, *, operation: str, key: Optional[str] = None,
                  create: Optional[Manifest] = None, replace: bool = False, wait: float = 0.0,
-                 group_access: bool = False, add_hint: str = "an add"):
+                 group_access: bool = False, add_hint: str = "an add", replace_hint: str = "overwrite=True"):
         self.root = Path(root)
         self.operation, self.key = operation, key
         self.create, self.replace, self.wait = create, replace, wait
-        self.group_access, self.add_hint = group_access, add_hint
+        self.group_access, self.add_hint, self.replace_hint = group_access, add_hint, replace_hint
         self.base: Optional[Manifest] = None
         self.manifest: Optional[Manifest] = None
         self._journal: Optional[Journal] = None
@@ -99,7 +101,7 @@ class GalleryChange:
         base = read_manifest(root) if manifest_path(root).is_file() else None
         if self.create is not None and base is not None and not self.replace:
             raise GalleryError(f"{root}: already holds a gallery; add to it with {self.add_hint}, "
-                               "or replace it (--overwrite / overwrite=True)")
+                               f"or replace it with {self.replace_hint}")
         if self.create is None and base is None:
             read_manifest(root)
         if base is not None:

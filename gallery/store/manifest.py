@@ -358,7 +358,9 @@ def read_manifest(root: Path) -> Manifest:
     if not Path(root).is_dir():
         raise GalleryNotFoundError(f"{root}: no such gallery folder")
     if not path.is_file():
-        raise GalleryNotFoundError(f"{root}: not a gallery (no {MANIFEST_NAME}); build one with `gallery import-vectors`")
+        raise GalleryNotFoundError(f"{root}: not a gallery (no {MANIFEST_NAME}); build one from photos with "
+                                   "`gallery build PHOTOS` (Gallery.from_photos) or from vectors with "
+                                   "`gallery import-vectors FILE` (Gallery.from_vectors)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
