@@ -93,7 +93,7 @@ def test_info_remove_and_rebuild(tmp_path, files, data):
     info = json.loads(run("info", "-g", g, "--json").output)
     assert info["records"] == 1200 and info["shards"] == 6 and info["shard_format"] == "hdf5"
     assert info["index"]["kind"] == "flat"
-    assert info["threshold"] == {"value": 0.5, "source": "fallback"}
+    assert (info["threshold"]["value"], info["threshold"]["source"]) == (0.5, "fallback")
     text = run("info", "-g", g, "--verify").output
     assert "all files match the manifest" in text
     victim = data.identities[0]
@@ -197,3 +197,43 @@ def test_scores_are_printed_with_the_digits_their_comparison_needs(score, thresh
 
     s, t = _compared(float(np.float32(score)), float(np.float32(threshold)))
     assert (s, t) == shown and (float(s) >= float(t)) == (np.float32(score) >= np.float32(threshold))
+
+
+# ---------------------------------------------------------------------- output formats, progress and messages
+
+
+def test_json_is_json_lines_and_json_array_is_one_document(tmp_path, files):
+    enrol, probes, pv, _ = files
+    g = tmp_path / "g"
+    run("import-vectors", enrol, "-g", g, "--quiet")
+    lines = run("search-vectors", probes, "-g", g, "--json").stdout.splitlines()
+    array = json.loads(run("search-vectors", probes, "-g", g, "--json-array").stdout)
+    assert array == [json.loads(line) for line in lines] and len(array) == len(pv)
+    r = run("search-vectors", probes, "-g", g, "--json", "--json-array")
+    assert r.exit_code == 2 and "Error: --json and --json-array cannot be used together; pick one" in r.output
+    for command in ("search-vectors", "query"):
+        assert "Print JSON Lines instead of a table" in " ".join(run(command, "--help").output.split())
+
+
+def test_progress_in_a_log_is_plain_lines_and_quiet_leaves_none(tmp_path, files):
+    enrol, *_ = files
+    r = run("import-vectors", enrol, "-g", tmp_path / "loud")
+    assert r.exit_code == 0 and "writing shards: 0/1200 (0%)" in r.stderr and "writing shards: 1200/1200 (100%)" in r.stderr
+    assert "\r" not in r.stderr and "\x1b[" not in r.stderr
+    r = run("import-vectors", enrol, "-g", tmp_path / "quiet", "--quiet")
+    assert r.exit_code == 0 and "1200 records, 400 identities" in r.stdout
+    assert "writing shards" not in r.stderr and "indexing" not in r.stderr  # warnings may still come
+
+
+def test_every_long_command_takes_quiet():
+    for command in ("build", "add", "import-vectors", "query", "calibrate", "eval", "remove", "rebuild-index", "train"):
+        assert "--quiet" in run(command, "--help").output, command
+
+
+def test_a_folder_without_a_gallery_names_both_ways_to_build_one(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("info", "-g", tmp_path / "empty")
+    assert r.exit_code == 1
+    assert r.output == (f"Error: {tmp_path / 'empty'}: not a gallery (no manifest.json); build one from photos with "
+                        "`gallery build PHOTOS` (Gallery.from_photos) or from vectors with `gallery import-vectors FILE` "
+                        "(Gallery.from_vectors)\n")

@@ -186,7 +186,7 @@ def test_build_refuses_an_existing_gallery_and_empty_input(built, tmp_path):
         Gallery.from_photos(tmp_path / "empty", tmp_path / "g", progress=False)
     (tmp_path / "blank" / "nobody").mkdir(parents=True)
     (tmp_path / "blank" / "nobody" / "x.jpg").write_text("junk")
-    with pytest.raises(InvalidInputError, match="no face was enrolled from 1 photos"):
+    with pytest.raises(InvalidInputError, match="no face was enrolled from 1 photo "):
         Gallery.from_photos(tmp_path / "blank", tmp_path / "g2", workers=0, progress=False)
     assert not (tmp_path / "g2" / "manifest.json").exists()
 
@@ -391,3 +391,92 @@ def test_an_answer_explains_itself_margin_threshold_and_the_enrolled_photo_it_ma
     r = CliRunner().invoke(main, ["query", str(FACES / "probes" / "obama1.jpg"), "-g", str(built.root), "-k", "2"])
     assert r.exit_code == 0, r.output
     assert "margin " in r.output and "(enrolled photo obama/" in r.output
+
+
+# ---------------------------------------------------------------------- answers as they come, and what the terminal is told
+
+
+STREAMED = [FACES / "misc" / "obama_small.jpg", FACES / "probes" / "kit_with_rose.jpg", FACES / "misc" / "lin-manuel-miranda.png"]
+
+
+def test_answers_stream_one_photo_at_a_time_in_input_order(built, monkeypatch):
+    from gallery.embed import pipeline
+
+    read, detect = [], pipeline._detect
+    monkeypatch.setattr(pipeline, "_detect", lambda photo: read.append(Path(photo.source).name) or detect(photo))
+    answers = built.iter_search_images(STREAMED, k=2, workers=0)
+    first = next(answers)
+    assert read == ["obama_small.jpg"] and Path(first.source).name == "obama_small.jpg" and first.faces
+    rest = list(answers)
+    assert [Path(p.source).name for p in [first, *rest]] == ["obama_small.jpg", "kit_with_rose.jpg", "lin-manuel-miranda.png"]
+
+
+def test_streamed_answers_equal_one_batched_vector_search(built):
+    from gallery.embed import Photo, embed_photos
+
+    streamed = [f.result for p in built.iter_search_images(STREAMED, k=3, workers=0) for f in p.faces]
+    embedded = embed_photos([Photo(p, str(p)) for p in STREAMED], built.encoder(), workers=0, progress=False)
+    batched = built.search(np.concatenate([e.vectors for e in embedded]), k=3)
+    assert len(streamed) == len(batched) == 4
+    for one, many in zip(streamed, batched):
+        assert one.identity == many.identity
+        assert [m.identity for m in one.matches] == [m.identity for m in many.matches]
+        assert np.allclose([m.score for m in one.matches], [m.score for m in many.matches], atol=1e-5)
+
+
+@pytest.fixture
+def mixed_probes(tmp_path):
+    """A face, a file that is not an image, and a photo without a face, in that order."""
+    from PIL import Image
+
+    folder = tmp_path / "probes"
+    folder.mkdir()
+    shutil.copy(FACES / "misc" / "obama_small.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_text("not an image")
+    Image.new("RGB", (200, 200), "white").save(folder / "c.png")
+    return folder
+
+
+def test_query_prints_each_answer_in_order_then_names_what_it_could_not_read(built, mixed_probes):
+    a, b, c = (str(mixed_probes / n) for n in ("a.jpg", "b.jpg", "c.png"))
+    r = CliRunner().invoke(main, ["query", str(mixed_probes), "-g", str(built.root), "-k", "1", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    heads = [line for line in r.stdout.splitlines() if not line.startswith(" ")]
+    assert heads == [f"{a}: 1 face", f"{b}: not an image Pillow can read", f"{c}: no face found"]
+    assert "reading probes: 3/3 (100%)" in r.stderr and "\r" not in r.stderr
+    assert r.stderr.splitlines()[-1] == f"3 photos, 1 face; no face found in 1 photo ({c}); 1 photo unreadable ({b})"
+    r = CliRunner().invoke(main, ["query", str(mixed_probes), "-g", str(built.root), "--json", "--quiet", "--workers", "0"])
+    assert [json.loads(line)["source"] for line in r.stdout.splitlines()] == [a, b, c]
+    assert "reading probes" not in r.stderr
+
+
+def test_query_fails_when_no_probe_could_be_read(built, mixed_probes, tmp_path):
+    b = mixed_probes / "b.jpg"
+    r = CliRunner().invoke(main, ["query", str(b), "-g", str(built.root)])
+    assert r.exit_code == 1
+    assert r.stdout == f"{b}: not an image Pillow can read\n"
+    assert r.stderr == f"Error: no probe photo could be read: 1 photo unreadable ({b})\n"
+    (tmp_path / "none").mkdir()
+    r = CliRunner().invoke(main, ["query", str(tmp_path / "none"), "-g", str(built.root)])
+    assert r.exit_code == 1 and r.stderr == f"Error: no probe photo found in {tmp_path / 'none'}\n"
+
+
+def test_build_names_the_photos_it_passed_over_and_a_second_build_names_the_flag(built, tmp_path):
+    photos = tmp_path / "photos" / "obama"
+    photos.mkdir(parents=True)
+    shutil.copy(FACES / "misc" / "obama_small.jpg", photos / "small.jpg")
+    (photos / "corrupt.jpg").write_bytes((FACES / "misc" / "obama_small.jpg").read_bytes()[:200])
+    (photos / "notes.txt").write_text("not a photo")
+    r = CliRunner().invoke(main, ["build", str(photos.parent), "-o", str(tmp_path / "g"), "--workers", "0", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[:3] == [
+        f"{tmp_path / 'g'}: 2 images, 1 face, 1 enrolled; skipped: 1 unreadable; 1 non-image file ignored",
+        "  unreadable: obama/corrupt.jpg",
+        "  not an image file: obama/notes.txt",
+    ]
+    assert r.stdout.splitlines()[3] == (f"{tmp_path / 'g'}: 1 record, 1 identity, model dlib-resnet; every photo's outcome "
+                                        f"in {tmp_path / 'g' / 'report-000001.json'}")
+    r = CliRunner().invoke(main, ["build", str(FACES / "gallery"), "-o", str(built.root)])
+    assert r.exit_code == 1
+    assert r.stderr == (f"Error: {built.root}: already holds a gallery; add to it with `gallery add` (Gallery.add_photos), "
+                        "or replace it with `gallery build --overwrite` (overwrite=True)\n")

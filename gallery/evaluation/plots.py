@@ -26,6 +26,10 @@ Thumbnail = Callable[[int], Optional[np.ndarray]]
 ZERO_BAND = 3.0
 THRESHOLD_COLOUR = "black"
 EER_COLOUR = "tab:gray"
+#: Below this many non-mated searches the FNIR/FPIR figure says how coarse FPIR is.
+FEW_SEARCHES = 10
+NO_GENUINE_PAIRS = ("no genuine pairs: every identity in the sample has one record, so 1:1 verification cannot be "
+                    "measured (enrol two or more photos of some people)")
 DPI = 110
 
 
@@ -41,9 +45,9 @@ def save(fig, path: Path) -> Path:
     return Path(path)
 
 
-def _say(ax, text: str, *, width: int = 48) -> None:
-    """Write why a plot is empty or partial in the middle of its axes."""
-    ax.text(0.5, 0.5, textwrap.fill(text, width), transform=ax.transAxes, ha="center", va="center", fontsize=9,
+def _say(ax, text: str, *, width: int = 48, y: float = 0.5) -> None:
+    """Write why a plot is empty or partial across its axes (at height ``y``, in axes fractions)."""
+    ax.text(0.5, y, textwrap.fill(text, width), transform=ax.transAxes, ha="center", va="center", fontsize=9,
             bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"}, zorder=10)
 
 
@@ -76,8 +80,8 @@ def _on_log(rates: np.ndarray, zero: float) -> np.ndarray:
 def _zoom_rates(ax, values: np.ndarray) -> None:
     """Linear rate axis zoomed to ``values`` (rates in [0, 1]), with a margin."""
     lo, hi = float(np.min(values)), float(np.max(values))
-    pad = max(0.02, 0.08 * (hi - lo))
-    ax.set_ylim(max(0.0, lo - pad), min(1.0 + pad / 4, hi + pad))
+    pad = max(0.04, 0.08 * (hi - lo))
+    ax.set_ylim(max(-pad / 4, lo - pad), min(1.0 + pad / 4, hi + pad))  # a little room for marks at 0 and 1
 
 
 def _legend(fig, ax, ncols: int = 1) -> None:
@@ -143,13 +147,10 @@ def pair_histograms_figure(h: metrics.PairHistograms, *, threshold: Optional[flo
     if h.pos_counts.sum() or h.neg_counts.sum():
         axes[0].set_yscale("log")
     _legend(fig, axes[0], ncols=3)
+    means = " / ".join(f"{m:.3f}" if np.isfinite(m) else "n/a" for m in (h.pos_mean, h.neg_mean))
     jsd = f", JSD {h.jsd:.3f} bits" if np.isfinite(h.jsd) else ""
-    fig.suptitle(f"pair similarity distributions: means {h.pos_mean:.3f} / {h.neg_mean:.3f}{jsd}")
+    fig.suptitle(f"pair similarity distributions: positive / negative means {means}{jsd}")
     return fig
-
-
-NO_GENUINE_PAIRS = ("no genuine pairs: every identity in the sample has one record, so 1:1 verification cannot be "
-                    "measured (enrol two or more photos of some people)")
 
 
 def _threshold_label(threshold: float, source: str, rates: str) -> str:
@@ -263,7 +264,8 @@ def fnir_fpir_figure(outcomes: metrics.SearchOutcomes, *, threshold: Optional[fl
     title = "FNIR against FPIR"
     if n_nm == 0 or n_m == 0:
         missing = ("no non-mated searches: FPIR cannot be measured (add probes of people who are not enrolled)"
-                   if n_nm == 0 else "no mated searches: FNIR cannot be measured (add probes of enrolled people)")
+                   if n_nm == 0 else "no mated searches: FNIR cannot be measured (add probes of enrolled people, or "
+                                    "enrol two or more photos of some)")
         _nothing_to_draw(left, title, missing)
     else:
         zero = _zero_band(left, "x", n_nm, "FPIR")
@@ -271,25 +273,30 @@ def fnir_fpir_figure(outcomes: metrics.SearchOutcomes, *, threshold: Optional[fl
         few = len(t) <= 30
         left.plot(_on_log(fp[order], zero), fn[order], "o-" if few else "-", ms=4, color="tab:orange",
                   drawstyle="steps-post", label=f"{n_m:,} mated, {n_nm:,} non-mated searches")
-        shown = [fn]
+        shown = [fn[fp == 0].min() if (fp == 0).any() else [], fn[fp > 0]]  # from the best FNIR at FPIR 0
         if threshold is not None:
             fpt, fnt = metrics.fpir(outcomes.nonmated_best, threshold), metrics.fnir(outcomes, threshold)
             left.plot([_on_log([fpt], zero)[0]], [fnt], "*", ms=13, color=THRESHOLD_COLOUR, clip_on=False,
-                      label=_threshold_label(threshold, source, f"FPIR {fpt:.3g}, FNIR {fnt:.3f}"))
+                      label=f"at the operating threshold: FPIR {fpt:.3g}, FNIR {fnt:.3f}")
             shown.append([fnt])
         _zoom_rates(left, np.concatenate([np.ravel(s) for s in shown]))
-        if len(np.unique(fp[fp > 0])) < 3:
+        if n_nm < FEW_SEARCHES or len(np.unique(fp[fp > 0])) < 3:
             steps = "FPIR is 0 or 1" if n_nm == 1 else f"FPIR moves in steps of 1/{n_nm}"
             _say(left, f"{counted(n_nm, 'non-mated search', 'non-mated searches')}: {steps}, so FNIR at FPIR < "
                        f"{1 / n_nm:.2g} cannot be estimated; the right panel shows both rates against the threshold",
-                 width=40)
+                 width=40, y=0.78)
         left.set_xlabel(f"FPIR (false positive identification rate, log; "
                         f"{counted(n_nm, 'non-mated search', 'non-mated searches')})")
         left.set_ylabel("FNIR (mate not at rank 1 with score >= threshold)")
         left.set_title(title)
         left.grid(True, which="both", alpha=0.3)
-        _legend(fig, left)
     _rates_against_threshold(right, t, fp, fn, n_m, n_nm, threshold, source)
+    handles, labels = [], []
+    for ax in (right, left):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.append(h)
+            labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("open-set 1:N identification")
     return fig
 
@@ -313,7 +320,6 @@ def _rates_against_threshold(ax, t, fp, fn, n_m: int, n_nm: int, threshold: Opti
     ax.set_xlabel("threshold (cosine; a search is matched iff its best score >= threshold)")
     ax.set_ylabel("rate")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
 
 
 # ---------------------------------------------------------------------- the gallery itself

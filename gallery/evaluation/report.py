@@ -28,7 +28,7 @@ FIGURES = (
 )
 
 
-def _grid_rows(ev: Evaluation) -> tuple[np.ndarray, str]:
+def grid_records(ev: Evaluation) -> tuple[np.ndarray, str]:
     """The records of the similarity grid (two of each of the first few identities that have two), and a
     title that says what they are: all the records, or which sample of them."""
     names, codes = np.unique(ev.labels, return_inverse=True)
@@ -112,7 +112,7 @@ def write_report(
     t, source = (ev.threshold, ev.threshold_source) if np.isfinite(ev.threshold) else (None, "")
     eer_t = ev.summary["verification"]["eer_threshold"]
     i = ev.summary["identification"]
-    grid, grid_title = _grid_rows(ev)
+    grid, grid_title = grid_records(ev)
     thumbs = (lambda rows: [thumbnail(int(ev.record_ids[r])) for r in rows]) if thumbnail else (lambda rows: None)
     shown = sample_identities(ev.record_ids, ev.labels, MAP_RECORDS, seed)
     drawings = {
