@@ -25,12 +25,23 @@ class ReadWriteLock:
         #: Waiting readers by the number of writes done when they arrived: those from before the last
         #: write are "admitted" and go before the next writer.
         self._waiting = collections.Counter()
+        #: How deep each thread is inside reading(): a thread that already reads reads again at once,
+        #: else a writer waiting on its outer read and its inner read waiting on the writer deadlock.
+        self._depth = threading.local()
 
     def _admitted(self) -> int:
         return sum(n for ticket, n in self._waiting.items() if ticket < self._writes_done)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
+        depth = getattr(self._depth, "n", 0)
+        if depth:
+            self._depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._depth.n = depth
+            return
         with self._cond:
             ticket = self._writes_done
             self._waiting[ticket] += 1
@@ -42,9 +53,11 @@ class ReadWriteLock:
                 if not self._waiting[ticket]:
                     del self._waiting[ticket]
             self._readers += 1
+        self._depth.n = 1
         try:
             yield
         finally:
+            self._depth.n = 0
             with self._cond:
                 self._readers -= 1
                 if self._readers == 0:

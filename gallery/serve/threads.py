@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 
+from ..index import set_threads
+
 _LOCAL = threading.local()
 
 
@@ -18,7 +20,5 @@ def one_kernel_thread() -> None:
     """Make FAISS searches from this thread single-threaded (once per thread; cheap after that)."""
     if getattr(_LOCAL, "set", False):
         return
-    import faiss  # the core imports it anyway; here only to set this thread's OpenMP team size
-
-    faiss.omp_set_num_threads(1)
+    set_threads(1)
     _LOCAL.set = True

@@ -53,9 +53,11 @@ def test_fpir_threshold_is_the_lowest_meeting_the_target():
 
 def test_fnir_at_fpir_skips_targets_the_data_cannot_show(outcomes):
     out = metrics.fnir_at_fpir(outcomes, (0.5, 0.1))
-    assert out["0.1"] is None
-    assert out["0.5"]["fpir"] <= 0.5
-    assert out["0.5"]["fnir"] == pytest.approx(metrics.fnir(outcomes, out["0.5"]["threshold"]))
+    assert out == {"0.5": None, "0.1": None}  # 2 non-mated searches: 0.5 needs 20 (10 false accepts allowed)
+    many = metrics.SearchOutcomes(outcomes.mated_rank, outcomes.mated_score, np.linspace(0, 1, 20))
+    shown = metrics.fnir_at_fpir(many, (0.5, 0.1))
+    assert shown["0.1"] is None and shown["0.5"]["fpir"] <= 0.5
+    assert shown["0.5"]["fnir"] == pytest.approx(metrics.fnir(many, shown["0.5"]["threshold"]))
 
 
 def test_open_set_curve_agrees_with_pointwise_rates(outcomes):

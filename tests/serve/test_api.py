@@ -24,6 +24,9 @@ pytest.importorskip("fastapi")
 pytestmark = pytest.mark.timeout(300)
 
 ROLES = ("search", "enrol", "admin")
+from gallery.search import MODEL_THRESHOLDS
+
+DEFAULT = {"value": MODEL_THRESHOLDS["dlib-resnet"].value, "source": "model-default"}
 
 
 def refused(response, status: int) -> str:
@@ -134,10 +137,10 @@ def test_admin_makes_and_revokes_keys_and_the_server_obeys_at_once(face_server, 
 def test_info_and_calibration_status_describe_the_gallery(search):
     info = search.get("/v1/info").json()
     assert info["records"] == 9 and info["identities"] == 5 and info["model"] == "dlib-resnet" and info["dim"] == 128
-    assert info["threshold"] == {"value": 0.92, "source": "model-default"} and info["generation"] >= 1
+    assert {k: info["threshold"][k] for k in ("value", "source")} == DEFAULT and info["generation"] >= 1
     status = search.get("/v1/calibration").json()
     assert status["calibrated"] is False and status["calibration"] is None
-    assert status["threshold"] == {"value": 0.92, "source": "model-default"} and status["identities"] == 5
+    assert {k: status["threshold"][k] for k in ("value", "source")} == DEFAULT and status["identities"] == 5
 
 
 def test_identities_come_sorted_a_page_at_a_time(search):
@@ -188,7 +191,7 @@ def test_search_by_vectors_answers_each_row_with_its_generation(search, enrolled
     for r, label in zip(answer["results"], labels[[0, 5]]):
         assert r["identity"] == label and r["known"] is True and len(r["matches"]) == 3
         assert r["matches"][0]["score"] == pytest.approx(1.0, abs=1e-5)
-        assert r["threshold"] == 0.92 and r["threshold_source"] == "model-default"
+        assert r["threshold"] == DEFAULT["value"] and r["threshold_source"] == "model-default"
     blend = (x[5] + x[0]).tolist()  # an obama-ish face, not one of the enrolled photos
     for threshold, known in ((0.999, False), (0.5, True)):
         (r,) = search.post("/v1/search/vectors", json={"vectors": [blend], "k": 1, "threshold": threshold}).json()["results"]
@@ -206,9 +209,9 @@ def test_search_by_photo_finds_each_face_and_rejects_the_stranger(search, faces_
     left, top, right, bottom = obama["faces"][0]["box"]
     assert 0 <= left < right <= 1480 and 0 <= top < bottom <= 832
     assert [f["identity"] for f in stranger["faces"]] == [None] and stranger["faces"][0]["known"] is False
-    assert stranger["faces"][0]["matches"][0]["score"] < 0.92
+    assert stranger["faces"][0]["matches"][0]["score"] < DEFAULT["value"]
     assert sorted(f["identity"] for f in couple["faces"]) == ["kit_harington", "rose_leslie"]
-    assert all(f["threshold"] == 0.92 and f["threshold_source"] == "model-default" for f in couple["faces"])
+    assert all(f["threshold"] == DEFAULT["value"] and f["threshold_source"] == "model-default" for f in couple["faces"])
 
 
 def test_photo_answers_carry_the_fields_and_values_of_the_cli_json(search, face_gallery, faces_dir):

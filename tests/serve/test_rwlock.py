@@ -116,3 +116,23 @@ def test_a_change_made_by_another_process_is_picked_up_before_the_next_search(tm
     Gallery.open(root).add_vectors(small_set.vectors[:2], ["someone new"] * 2)  # as `gallery` in another shell would
     with live.reading() as g:
         assert g.manifest.generation > first and "someone new" in g.identities
+
+
+def test_a_reader_that_reads_again_inside_its_read_does_not_deadlock_with_a_waiting_writer():
+    """A search that asks for the encoder (a second read) while a removal waits must still finish."""
+    lock = ReadWriteLock()
+    inner_done, writer_done = threading.Event(), threading.Event()
+
+    def writer():
+        with lock.writing():
+            writer_done.set()
+
+    with lock.reading():
+        w = threading.Thread(target=writer)
+        w.start()
+        time.sleep(0.1)  # the writer now waits for this read
+        with lock.reading():
+            inner_done.set()
+        assert not writer_done.is_set()
+    w.join(5)
+    assert inner_done.is_set() and writer_done.is_set()
