@@ -71,6 +71,8 @@ def test_the_page_shows_who_is_in_a_photo_and_an_unknown_for_the_stranger(browse
     assert (artefacts / "serve-search-page.png").stat().st_size > 10_000
 
 
+@pytest.mark.xfail(strict=False, reason="known flake (issue 14, open): under load the Remove click sometimes "
+                   "never reaches the server and the status stays empty; cause not found yet")
 def test_an_admin_enrols_a_stranger_and_removes_them_from_the_page(browser, face_server, faces_dir):
     stranger = faces_dir / "misc/lin-manuel-miranda.png"
     page = open_page(browser, face_server, "admin")
