@@ -125,7 +125,8 @@ def main() -> int:
                 r = [row["ratio"][m] for row in rows if row["target"] == target and row["growth"] == x]
                 summary[f"{m} target={target:g} growth={x}"] = {"min": min(r), "max": max(r),
                                                                   "within_25pct": all(0.75 <= v <= 1.25 for v in r)}
-    out = {"args": vars(a), "machine": platform.platform(), "rows": rows, "summary": summary}
+    args = {k: v for k, v in vars(a).items() if k != "out"}  # where it was written is this machine's business
+    out = {"args": args, "machine": platform.platform(), "rows": rows, "summary": summary}
     if not a.quick:
         Path(a.out).parent.mkdir(exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
