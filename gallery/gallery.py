@@ -238,9 +238,8 @@ class Gallery:
                     manifest = read_manifest(self.root)
                     check_consistent(self.root, manifest)
                     store = ShardStore(self.root, manifest.shard_format)
-                    calibration = manifest.thresholds.get("open_set")
-                    if calibration:
-                        Calibration.from_json(calibration, source=manifest_path(self.root))
+                    data = manifest.thresholds.get("open_set")  # read_manifest checked it
+                    calibration = Calibration.from_json(data, source=manifest_path(self.root)) if data else None
                     searcher = self._make_searcher(self.root, manifest, store, self._gpu)
             except CorruptGalleryError:
                 if attempt or self._manifest_stamp() == seen:
@@ -249,6 +248,7 @@ class Gallery:
                 continue
             break
         self.manifest, self._store, self._searcher, self._seen = manifest, store, searcher, seen
+        self._calibration = calibration
         self._faces_of = None
         self._source_of: Optional[dict[int, tuple[str, int]]] = None
 
@@ -313,9 +313,8 @@ class Gallery:
 
     @property
     def calibration(self) -> Optional[Calibration]:
-        """The stored open-set calibration, if `gallery calibrate` has run."""
-        data = self.manifest.thresholds.get("open_set")
-        return Calibration.from_json(data, source=manifest_path(self.root)) if data else None
+        """The stored open-set calibration, if `gallery calibrate` has run (read once per generation)."""
+        return self._calibration
 
     def threshold(self, threshold: Optional[float] = None) -> tuple[float, str]:
         """The open-set threshold a search uses, and its source ("call", "calibrated", "model-default", "fallback").

@@ -29,6 +29,19 @@ def root(tmp_path, data):
     return tmp_path / "g"
 
 
+def hold_writer_lock(root, *, seconds: float) -> subprocess.Popen:
+    """Another process that holds the gallery's writer lock for ``seconds`` (it is holding it on return)."""
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from gallery.store.locks import writer_lock
+        with writer_lock({str(root)!r}):
+            print("locked", flush=True)
+            time.sleep({seconds})
+        """)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
 def folder_bytes(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -41,14 +54,7 @@ def test_a_second_writer_is_refused_naming_the_holder(root, data):
 
 
 def test_a_second_writer_waits_for_the_lock_when_asked(root, data):
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from gallery.store.locks import writer_lock
-        with writer_lock({str(root)!r}):
-            print("locked", flush=True)
-            time.sleep(1.5)
-        """)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "locked"
+    child = hold_writer_lock(root, seconds=1.5)
     t = time.monotonic()
     with pytest.raises(GalleryLockedError, match=r"after waiting 0\.2 s"):
         Gallery.open(root, wait=0.2).add_vectors(data.vectors[:1], ["impatient"])
@@ -58,14 +64,7 @@ def test_a_second_writer_waits_for_the_lock_when_asked(root, data):
 
 
 def test_a_killed_writers_lock_is_recovered(root, data):
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from gallery.store.locks import writer_lock
-        with writer_lock({str(root)!r}):
-            print("locked", flush=True)
-            time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "locked"
+    child = hold_writer_lock(root, seconds=60)
     child.kill()
     child.wait()
     Gallery.open(root).add_vectors(data.vectors[:1], ["after"])
