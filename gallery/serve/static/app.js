@@ -177,9 +177,9 @@ async function remove(identity) {
   if (!confirm(`Remove ${identity} and erase every record of them?`)) return;
   try {
     const done = await (await api(`identities/${encodeURIComponent(identity)}`, { method: "DELETE" })).json();
-    say("identity-status", `removed ${done.identity}: ${done.removed_records} records erased (generation ${done.generation})`);
     state.thumbs.clear();
-    listIdentities();
+    await listIdentities();  // first: a list refresh clears the status line, so the outcome is said after it
+    say("identity-status", `removed ${done.identity}: ${done.removed_records} records erased (generation ${done.generation})`);
     showInfo();
   } catch (e) {
     say("identity-status", e.message, true);
