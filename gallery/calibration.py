@@ -23,6 +23,11 @@ A calibration needs evidence: at least :data:`gallery.metrics.identification.MIN
 false accepts allowed by the target among its non-mated searches, the rule evaluation uses too.
 Below it, calibration refuses (or, when forced, records it); every calibration carries the exact 95%
 interval of the FPIR it achieved.
+
+The threshold holds for the index it was measured through: an approximate index that misses an
+impostor answers "unknown" where exact search would accept it, so its FPIR at a threshold differs.
+Calibration therefore searches with the gallery's own index and search settings, and
+leave-identities-out builds its temporary gallery with the same index kind and parameters.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from .metrics.identification import (
     nonmated_needed,
     search_outcomes,
 )
+from .index.spec import MIN_IVFPQ_VECTORS, MIN_TRAIN_POINTS_PER_CELL
 from .search import MODEL_THRESHOLDS
 
 LOG = logging.getLogger(__name__)
@@ -308,8 +314,21 @@ def leave_identities_out(gallery, *, holdout: float = 0.2, seed: int = 0) -> Ite
     keep[probe_rows] = False
     vectors = gallery.vectors_of(ids)
     with tempfile.TemporaryDirectory(prefix="gallery-leave-out-") as tmp:  # the gallery's own class builds the copy
-        sub = type(gallery).from_vectors(vectors[keep], identities[keep], tmp, model=gallery.model, progress=False)
+        sub = type(gallery).from_vectors(vectors[keep], identities[keep], tmp, model=gallery.model, progress=False,
+                                         **same_index(gallery.index_spec, int(keep.sum())))
         yield sub, vectors[probe_rows], [str(identities[r]) for r in probe_rows]
+
+
+def same_index(spec, n: int) -> dict:
+    """``from_vectors`` arguments that build a gallery of ``n`` vectors with ``spec``'s index kind and
+    search settings (its nlist too, when ``n`` vectors can still train it; else the default for ``n``)."""
+    if spec is None:
+        return {}
+    if spec.kind != "ivfpq" or n < MIN_IVFPQ_VECTORS:
+        return {"index": "flat"}
+    nlist = spec.nlist if spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n else None
+    nprobe = spec.nprobe if nlist else None
+    return {"index": "ivfpq", "nlist": nlist, "pq_m": spec.pq_m, "nprobe": nprobe, "rerank": spec.rerank}
 
 
 def calibrate_leave_out(gallery, *, target_fpir: float = 1e-3, holdout: float = 0.2, seed: int = 0,

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from gallery import Gallery
 from scipy.stats import binomtest
 
-from gallery.calibration import Calibration, InsufficientEvidenceError, TailFit, calibrate, calibrate_leave_out, gpd_pwm
+from gallery.calibration import Calibration, InsufficientEvidenceError, TailFit, calibrate, calibrate_leave_out, gpd_pwm, leave_identities_out
 from gallery.cli import main
 from gallery.metrics import fnir_at_fpir, fpir, search_outcomes
 from gallery.metrics.identification import fpir_interval, nonmated_needed
@@ -157,3 +157,18 @@ def test_calibrate_command_stores_and_info_shows(tmp_path, population):
     assert f"on {1400 - n_mated} non-mated and {n_mated} mated searches" in r.output and "95% interval" in r.output
     info = CliRunner().invoke(main, ["info", "-g", str(g.root)]).output
     assert "calibrated" in info and "(calibrated)" in info
+
+
+def test_leave_identities_out_calibrates_through_the_gallery_s_own_kind_of_index(tmp_path, population):
+    """An approximate index can answer "unknown" where exact search accepts an impostor, so its FPIR at a
+    threshold is its own: the temporary gallery must search the way the real one does."""
+    names = np.unique(population.identities)[:1300]  # enough that the leave-out gallery can still train nlist 16
+    keep = np.isin(population.identities, names)
+    g = Gallery.from_vectors(population.vectors[keep], population.identities[keep], tmp_path / "ivf", index="ivfpq",
+                             nlist=16, pq_m=16, nprobe=3, rerank=3, progress=False)
+    with leave_identities_out(g, holdout=0.2) as (sub, _, _):
+        spec = sub.index_spec
+        assert (spec.kind, spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == ("ivfpq", 16, 16, 3, 3)
+    flat = enrol(population, 100, tmp_path / "flat")
+    with leave_identities_out(flat, holdout=0.2) as (sub, _, _):
+        assert sub.index_spec.kind == "flat"

@@ -174,7 +174,7 @@ def test_a_search_that_finds_no_candidate_answers_unknown_unless_the_recheck_fin
     assert all(len(r.matches) <= 1 for r in results)
     assert any(not r.matches and r.identity is None for r in results)  # some probed only empty cells
     assert {r.identity for r in results if r.matches} <= {g.identities[0]}
-    rechecked = g.search(q, k=1, threshold=-1.0)
+    rechecked = g.search(q, k=1, threshold=-1.0, recheck_nprobe=16)
     assert {r.identity for r in rechecked} == {g.identities[0]}
 
 
@@ -522,7 +522,7 @@ def test_queries_below_the_threshold_are_searched_again_over_every_list(tmp_path
     exact = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "flat", index="flat", progress=False)
     t = 0.5
     narrow = g.search(xq, k=3, threshold=t, recheck_nprobe=1)
-    rechecked = g.search(xq, k=3, threshold=t)
+    rechecked = g.search(xq, k=3, threshold=t, recheck_nprobe=64)
     wide = g.search(xq, k=3, threshold=t, nprobe=64)
     below = [n.best is None or n.best.score < t for n in narrow]
     assert 0 < sum(below) < len(xq)

@@ -126,3 +126,28 @@ def test_noise_shape_is_a_separate_choice_with_the_same_genuine_mean():
     top = slice(0, 8)
     lead = lambda d: float(np.mean(((d.vectors[0::3] - d.vectors[1::3])[:, top] ** 2).sum(1)))
     assert lead(even) < lead(spread)
+
+
+def test_identities_can_differ_in_tightness_at_the_same_median_genuine_score():
+    def genuine_by_identity(d):
+        v = d.vectors.reshape(len(d.centres), 2, d.dim)
+        return (v[:, 0] * v[:, 1]).sum(1)
+
+    even = synthetic_gallery(2000, 2, 128, seed=4)
+    varied = synthetic_gallery(2000, 2, 128, tightness_spread=0.5, seed=4)
+    g_even, g_varied = genuine_by_identity(even), genuine_by_identity(varied)
+    assert np.median(g_varied) == pytest.approx(np.median(g_even), abs=0.05)
+    order = np.argsort(varied.tightness)  # small factor: tight identity
+    assert g_varied[order[:200]].mean() > 0.75 and g_varied[order[-200:]].mean() < 0.4
+    assert np.ptp(even.tightness) == 0 and np.array_equal(even.vectors, synthetic_gallery(2000, 2, 128, seed=4).vectors)
+    xq, labels = synthetic_probes(varied, 400, 0, seed=2)
+    tight = {lab: t for lab, t in zip(varied.identities[::2], varied.tightness)}
+    mate = {lab: v for lab, v in zip(varied.identities[::2], varied.vectors[::2])}
+    scores = np.asarray([mate[lab] @ q for q, lab in zip(xq, labels)])
+    factor = np.asarray([tight[lab] for lab in labels])
+    assert scores[factor < np.quantile(factor, 0.2)].mean() > scores[factor > np.quantile(factor, 0.8)].mean() + 0.2
+
+
+def test_tightness_spread_must_not_be_negative():
+    with pytest.raises(InvalidInputError, match="tightness_spread must be >= 0, got -0.1"):
+        synthetic_gallery(10, 2, 16, tightness_spread=-0.1)

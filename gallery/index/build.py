@@ -1,4 +1,10 @@
-"""VectorIndex: the gallery's FAISS index (flat or IVF-PQ with exact re-rank), its training, and its files."""
+"""VectorIndex: the gallery's FAISS index (flat or IVF-PQ with exact re-rank), its training, and its files.
+
+The index files are FAISS's; the arithmetic that must run at the machine's matrix-multiply speed
+does not go through FAISS's BLAS: flat search reads the vectors out of the ``IndexFlat`` and searches
+them with :func:`~gallery.index.exact.exact_search` (torch), and IVF training runs
+:func:`~gallery.index.kmeans.spherical_kmeans` and hands FAISS the centroids.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ import numpy as np
 from ..errors import CorruptGalleryError, InvalidInputError
 from ..store.files import write_atomic
 from . import gpu as gpu_mod
+from .exact import as_tensor, exact_search
+from .kmeans import spherical_kmeans
 from .spec import IndexSpec
 
 LOG = logging.getLogger(__name__)
@@ -40,8 +48,10 @@ class VectorIndex:
     def __init__(self, index: faiss.Index, spec: IndexSpec, *, gpu: Optional[bool] = None):
         self.index = index
         self.spec = spec
-        self._gpu = gpu_mod.use_gpu(gpu)
+        self._device = gpu_mod.torch_device(gpu)
+        self._gpu = gpu_mod.use_gpu(gpu) if spec.kind != "flat" else False
         self._search_index: Optional[faiss.Index] = None
+        self._exact: Optional[tuple] = None
 
     @classmethod
     def create(cls, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
@@ -57,33 +67,52 @@ class VectorIndex:
         return bool(self.index.is_trained)
 
     def train(self, sample: np.ndarray, *, seed: int = 1234) -> None:
-        """Train the coarse quantizer and PQ codebooks on ``sample`` (on the GPU when one is used)."""
+        """Train the coarse quantizer (spherical k-means through torch, as FAISS's own for an inner-product
+        IVF) and then FAISS's PQ codebooks on ``sample``."""
         if self.is_trained:
             return
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
         ivf = faiss.extract_index_ivf(self.index)
-        ivf.cp.seed = seed
-        clus = gpu_mod.clustering_index(self.spec.dim, self._gpu)
-        if clus is not None:
-            ivf.clustering_index = clus
         LOG.info("training %s on %d vectors", self.spec.factory, len(sample))
-        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        if ivf.quantizer.ntotal == 0:  # FAISS does not retrain a quantizer that holds nlist centroids
+            cap = min(len(sample), ivf.nlist * ivf.cp.max_points_per_centroid)
+            rows = np.random.default_rng(seed).choice(len(sample), cap, replace=False) if cap < len(sample) else slice(None)
+            ivf.quantizer.add(spherical_kmeans(sample[rows], ivf.nlist, niter=ivf.cp.niter, seed=seed,
+                                               device=self._device))
+        ivf.cp.seed = seed
+        self.index.train(sample)
 
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Add vectors under their record ids; an IVF index keeps its trained quantizers (no retraining)."""
         self.index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
-        self._search_index = None
+        self._search_index = self._exact = None
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove the vectors of ``ids``; returns how many were removed."""
         sel = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         removed = int(self.index.remove_ids(sel))
-        self._search_index = None
+        self._search_index = self._exact = None
         return removed
 
     def _searcher(self) -> faiss.Index:
         if self._search_index is None:
             self._search_index = gpu_mod.to_gpu(self.index) if self._gpu else self.index
         return self._search_index
+
+    def flat_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, ids) of a flat index, read out of its FAISS storage without a copy."""
+        index = faiss.downcast_index(self.index)
+        ids = faiss.vector_to_array(index.id_map) if isinstance(index, faiss.IndexIDMap) else None
+        flat = faiss.downcast_index(index.index) if ids is not None else index
+        n, d = int(flat.ntotal), int(flat.d)
+        xb = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d) if n else np.empty((0, d), np.float32)
+        return xb, ids if ids is not None else np.arange(n, dtype=np.int64)
+
+    def _exact_searcher(self) -> tuple:
+        if self._exact is None:
+            xb, ids = self.flat_vectors()
+            self._exact = (as_tensor(xb, self._device), ids)
+        return self._exact
 
     def search(
         self,
@@ -93,10 +122,13 @@ class VectorIndex:
         nprobe: Optional[int] = None,
         rerank: Optional[int] = None,
         vectors: Optional[VectorSource] = None,
+        shortlist: Optional[int] = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, ids) per query, best first; missing slots have id -1 and score -inf.
 
-        ``nprobe`` and ``rerank`` apply to this call only; the index's defaults are left unchanged.
+        Flat search is exact (ties go to the vector stored first). For ivfpq, ``max(rerank * k,
+        shortlist)`` candidates get exact scores from ``vectors``. ``nprobe``, ``rerank`` and
+        ``shortlist`` apply to this call only; the index's defaults are left unchanged.
         """
         xq = np.ascontiguousarray(xq, dtype=np.float32)
         k = int(min(k, self.ntotal))
@@ -104,13 +136,16 @@ class VectorIndex:
         if k <= 0:
             return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64)
         if self.spec.kind == "flat":
-            return _mark_missing(*knn(self._searcher(), xq, k))
+            xb, ids = self._exact_searcher()
+            return exact_search(xb, xq, k, ids=ids, device=self._device)
         nprobe = int(nprobe or self.spec.nprobe)
         rerank = int(rerank or self.spec.rerank)
         if nprobe < 1 or rerank < 1:
             raise InvalidInputError(f"nprobe and rerank must be >= 1, got nprobe = {nprobe}, rerank = {rerank}")
+        if shortlist is not None and shortlist < 1:
+            raise InvalidInputError(f"shortlist must be >= 1, got {shortlist}")
         params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.spec.nlist))
-        kc = int(min(k * rerank, self.ntotal)) if vectors is not None else k
+        kc = int(min(self.spec.candidates(k, rerank, shortlist), self.ntotal)) if vectors is not None else k
         D, I = knn(self._searcher(), xq, kc, params)
         if vectors is None:
             return _mark_missing(D, I)
@@ -175,7 +210,7 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
     for s in range(0, nq, RERANK_BLOCK):
         c = cand[s : s + RERANK_BLOCK]
         xb = vectors.gather(c)
-        scores = np.einsum("qcd,qd->qc", xb, xq[s : s + RERANK_BLOCK])
+        scores = np.matmul(xb, xq[s : s + RERANK_BLOCK, :, None])[:, :, 0]  # 1.3x einsum's speed (measured)
         scores[c < 0] = -np.inf
         kk = min(k, c.shape[1])
         top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < c.shape[1] else np.tile(np.arange(kk), (len(c), 1))
@@ -189,8 +224,11 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
 
 
 def set_threads(n: int) -> None:
-    """Threads FAISS may use in this process (a shard actor shares its machine with the other shards)."""
+    """Threads FAISS and torch may use in this process (a shard actor shares its machine with the other shards)."""
+    import torch
+
     faiss.omp_set_num_threads(max(1, int(n)))
+    torch.set_num_threads(max(1, int(n)))
 
 
 def training_sample(n: int, spec: IndexSpec, *, seed: int = 1234) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The only code that creates FAISS GPU resources: "GPU if faiss sees one, else CPU", as one parameter."""
+"""The only code that picks GPUs for search: FAISS GPU resources and torch's device, "GPU if present, else CPU"."""
 
 from __future__ import annotations
 
@@ -39,8 +39,12 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
         return index
 
 
-def clustering_index(d: int, gpu: bool) -> Optional[faiss.Index]:
-    """An inner-product flat index on the GPUs for k-means training, or None to let FAISS use the CPU."""
-    if not gpu:
-        return None
-    return faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
+def torch_device(gpu: Optional[bool]) -> str:
+    """The torch device of exact search and k-means: "cuda" when torch sees a GPU (None) or when asked
+    (True, an error without one), else "cpu"."""
+    import torch
+
+    present = torch.cuda.is_available()
+    if gpu and not present:
+        raise RuntimeError("gpu=True but torch sees no CUDA GPU; install a CUDA build of torch on a GPU machine")
+    return "cuda" if present and gpu is not False else "cpu"

@@ -11,21 +11,42 @@ The rule behind ``kind="auto"``:
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
 sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
-lose the mate among close impostors at d=128, more only slow the scan at d=512); ``nprobe = nlist / 8``
-(at least 16, at most nlist), with every query whose best score falls below the open-set threshold
-searched again over ``recheck_nprobe = nlist`` cells (see below); and
-``rerank = 2``: ``2 * k`` candidates get exact scores (on 1M x 512, 1, 2 and 4 gave the same rank-1
-agreement within 0.15 points, and each doubling cost about a quarter of the queries/s).
+lose the mate among close impostors at d=128, more only slow the scan at d=512);
+``nprobe = nlist / 8`` cells (at least 16, at most nlist); ``shortlist = 160``: at least that many
+candidates get exact scores from the float vectors (more when ``rerank * k`` is larger, ``rerank = 2``);
+and no recheck (``recheck_nprobe = 0``; a per-call option).
 
-Why the recheck: a probe and its mate's images have cosine around 0.6, far less than in typical
-nearest-neighbour benchmarks, so the mate often lies in a cell the probe is not nearest to, and
-rank-1 agreement with exact search follows the fraction of cells visited, not the PQ codes. A search
-that misses the mate finds only impostors, whose best score lies below the open-set threshold: the
-answer would be "unknown". Searching exactly those queries again over all cells turns such misses
-back into the exact answer, and costs little because a query that found its mate is not searched
-again. On 1M x 512 synthetic identities with the hardest within-identity variation, an eighth of the
-cells alone gave 96% agreement; with the recheck 99.9% at 23x the speed of exact search
-(benchmarks/README.md has the tables).
+The rule, and the measurement behind it (benchmarks/search_scale.py, 1M x 512, 333k identities,
+1000 probes per traffic mix, three data models of gallery/synthetic.py; benchmarks/README.md has
+the tables):
+
+* **A search must cost the same whoever is asking.** The former default searched every query whose
+  best score fell below the threshold again over all cells. Every stranger does, so at 10% mated
+  traffic it ran at 6x exact search instead of 45x, and it bought nothing an open-set decision
+  needs: a stranger whose approximate search misses the impostor exact search would have accepted
+  is answered "unknown", which is right. So there is no recheck; queries/s are the same at 100%,
+  50% and 10% mated traffic, and what is compared with exact search is FNIR, FPIR and
+  wrong-identity accepts at the same threshold.
+* **The shortlist, not k, decides whether the mate survives the 4-bit codes.** Exhaustive PQ64x4fs
+  codes with 80 exactly re-ranked candidates agreed with exact search on 99.8% of mated probes, with
+  160 on all of them. At nprobe 128, 80 lost 0-0.6 points against 160, and 320 won 1.5 points on
+  the varied data at 1.4-1.7x the cost (the re-rank's random reads dominate a search).
+* **nprobe follows how one identity's images spread over the cells, which depends on the data.**
+  Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
+  eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
+  (64 cells: 99.6%, 32: 98.6%), at 57x exact search through raw FAISS on a loaded machine:
+  ``nlist / 8`` is the smallest fraction that holds there. Where the variation has the identity
+  spectrum's shape (the generator's default) or identities differ in tightness
+  (``tightness_spread=0.4``), images of one person fall in cells
+  far apart: an eighth of the cells agrees on 88-96.5% and a quarter on 93-99%, and no IVF setting
+  on two cores reaches both 40x exact search and 99.9% agreement (512 of 1024 cells: 99.8% at 18x;
+  32 of 64 cells missed 1%). At the default, FPIR (0.11%) and wrong-identity accepts (0) stay at or
+  below exact search's on every data model; FNIR does not on these two. Such a gallery needs a
+  larger per-call ``nprobe``, or ``flat``; ``gallery calibrate`` measures FPIR through whichever
+  index the gallery searches with, so its threshold holds either way.
+
+Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
+rechecks); ``gallery rebuild-index`` gives them these defaults.
 """
 
 from __future__ import annotations
@@ -40,6 +61,11 @@ KINDS = ("auto", "flat", "ivfpq")
 AUTO_FLAT_MAX_CELLS = 64_000_000
 MIN_TRAIN_POINTS_PER_CELL = 39
 MIN_IVFPQ_VECTORS = 1_000
+#: Default nprobe: nlist / NPROBE_DIVISOR cells, at least MIN_NPROBE (see the module docstring).
+NPROBE_DIVISOR = 8
+MIN_NPROBE = 16
+#: Default shortlist: candidates re-ranked exactly per query at least (see the module docstring).
+SHORTLIST = 160
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,9 @@ class IndexSpec:
     nprobe: int = 0
     rerank: int = 0
     recheck_nprobe: int = 0
+    #: Fewest candidates re-ranked exactly per query, whatever ``k``; 0: :data:`SHORTLIST`. A search
+    #: knob with a code default: not written to the manifest (whose index.params keys are fixed).
+    shortlist: int = 0
 
     @property
     def factory(self) -> str:
@@ -62,16 +91,21 @@ class IndexSpec:
         return f"IVF{self.nlist},PQ{self.pq_m}x4fs"
 
     def probes(self, nprobe: Optional[int] = None, recheck_nprobe: Optional[int] = None) -> tuple[int, int]:
-        """(cells per query, cells for the recheck of queries below the threshold) for one search; a recheck
-        no wider than the first search is none (returned as 0). Flat indexes have neither."""
+        """(cells per query, cells for the opt-in recheck of queries below the threshold) for one search;
+        no recheck, or one no wider than the first search, is returned as 0. Flat indexes have neither."""
         if self.kind == "flat":
             return 0, 0
         first = min(int(nprobe or self.nprobe), self.nlist)
-        wide = min(int(recheck_nprobe or self.recheck_nprobe or self.nlist), self.nlist)
+        wide = min(int(recheck_nprobe or self.recheck_nprobe), self.nlist)
         return first, wide if wide > first else 0
 
+    def candidates(self, k: int, rerank: Optional[int] = None, shortlist: Optional[int] = None) -> int:
+        """How many approximate candidates get exact scores when ``k`` are asked for."""
+        return max(k * int(rerank or self.rerank or 1), int(shortlist or self.shortlist or SHORTLIST))
+
     def params(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("kind", "dim")}
+        """What the manifest stores (``index.params``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("kind", "dim", "shortlist")}
 
 
 def _nearest_power_of_two(x: float) -> int:
@@ -103,6 +137,7 @@ def choose_index_spec(
     nprobe: Optional[int] = None,
     rerank: Optional[int] = None,
     recheck_nprobe: Optional[int] = None,
+    shortlist: Optional[int] = None,
 ) -> IndexSpec:
     """Pick the index for ``n`` vectors of dimension ``d``; explicit arguments override the defaults.
 
@@ -129,7 +164,7 @@ def choose_index_spec(
         raise InvalidInputError(
             f"nlist = {nlist} needs at least {nlist * MIN_TRAIN_POINTS_PER_CELL} vectors to train, but there are {n}"
         )
-    nprobe = nprobe or max(16, nlist // 8)
-    recheck = min(recheck_nprobe or nlist, nlist)
+    nprobe = nprobe or max(MIN_NPROBE, nlist // NPROBE_DIVISOR)
+    recheck = min(recheck_nprobe or 0, nlist)
     return IndexSpec("ivfpq", d, nlist=nlist, pq_m=pq_m, nprobe=min(nprobe, nlist), rerank=rerank or 2,
-                     recheck_nprobe=recheck)
+                     recheck_nprobe=recheck, shortlist=shortlist or 0)

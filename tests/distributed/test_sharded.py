@@ -127,7 +127,7 @@ def test_sharded_ivfpq_agrees_with_local_flat_at_rank_1(ray_cluster, tmp_path):
         assert sharded.info()["index"]["kind"] == "ivfpq"
         answers = [r.best.identity for r in sharded.search(xq, k=10)]
         narrow = [r.best.identity for r in sharded.search(xq, k=10, nprobe=2, recheck_nprobe=1, threshold=0.65)]
-        rechecked = [r.best.identity for r in sharded.search(xq, k=10, nprobe=2, threshold=0.65)]  # after the merge
+        rechecked = [r.best.identity for r in sharded.search(xq, k=10, nprobe=2, recheck_nprobe=64, threshold=0.65)]  # after the merge
     narrow_agreement = np.mean([a == b for a, b in zip(narrow, exact)])
     rechecked_agreement = np.mean([a == b for a, b in zip(rechecked, exact)])
     assert narrow_agreement < 0.95 and rechecked_agreement >= 0.99, (narrow_agreement, rechecked_agreement)

@@ -1,6 +1,6 @@
 """Flat search is exact; ivfpq with exact re-rank approaches it; knobs are per call; files round-trip.
 
-Every index here is built with explicit nlist / pq_m / nprobe / rerank, so tuning the defaults in
+Every index here is built with explicit nlist / pq_m / nprobe / rerank / shortlist, so tuning the defaults in
 gallery/index/spec.py does not move these tests.
 """
 
@@ -13,7 +13,7 @@ from gallery.index import VectorIndex, build_index, choose_index_spec, training_
 from gallery.store.shards import VectorTable
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 
-IVF = dict(nlist=64, pq_m=32, nprobe=8, rerank=4)
+IVF = dict(nlist=64, pq_m=32, nprobe=8, rerank=4, shortlist=1)
 
 
 @pytest.fixture(scope="module")

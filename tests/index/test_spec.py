@@ -29,7 +29,7 @@ def test_auto_rule(n, d, kind, nlist, pq_m):
 def test_factory_strings():
     assert choose_index_spec(100, 64).factory == "IDMap2,Flat"
     assert choose_index_spec(1_000_000, 512).factory == "IVF1024,PQ64x4fs"
-    assert choose_index_spec(1_000_000, 512).nprobe == 128
+    assert choose_index_spec(1_000_000, 512).nprobe == 1024 // NPROBE_DIVISOR
 
 
 def test_ivfpq_defaults_respect_training_needs():
@@ -70,7 +70,7 @@ def test_bad_overrides():
 
 # ---------------------------------------------------------------- the documented rule, independent of tuned defaults
 
-from gallery.index.spec import MIN_IVFPQ_VECTORS, MIN_TRAIN_POINTS_PER_CELL  # noqa: E402
+from gallery.index.spec import MIN_IVFPQ_VECTORS, MIN_NPROBE, MIN_TRAIN_POINTS_PER_CELL, NPROBE_DIVISOR, SHORTLIST  # noqa: E402
 
 
 @pytest.mark.parametrize("d", [32, 64, 128, 256, 512, 1024])
@@ -94,9 +94,9 @@ def test_default_ivfpq_parameters_are_always_buildable(n, d):
     assert spec.nlist >= 1 and spec.nlist & (spec.nlist - 1) == 0  # a power of two
     assert spec.nlist * MIN_TRAIN_POINTS_PER_CELL <= n
     assert d % spec.pq_m == 0
-    assert spec.nprobe == min(max(16, spec.nlist // 8), spec.nlist)  # an eighth of the lists, at least 16
-    assert spec.recheck_nprobe == spec.nlist  # queries below the threshold are searched again over every list
-    assert spec.rerank == 2
+    assert spec.nprobe == min(max(MIN_NPROBE, spec.nlist // NPROBE_DIVISOR), spec.nlist)
+    assert spec.recheck_nprobe == 0  # no recheck: a search costs the same whoever is asking
+    assert spec.rerank == 2 and spec.candidates(10) == max(20, SHORTLIST)
     assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
 
 
@@ -107,14 +107,23 @@ def test_every_override_is_honoured_and_printed_in_the_factory():
     assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9, "recheck_nprobe": 64}
 
 
-def test_a_search_rechecks_with_more_lists_or_not_at_all():
+def test_a_search_rechecks_only_when_asked_and_only_with_more_lists():
     spec = choose_index_spec(50_000, 64, "ivfpq", nlist=128, pq_m=16, nprobe=16)
-    assert spec.probes() == (16, 128)
+    assert spec.probes() == (16, 0)
     assert spec.probes(nprobe=32, recheck_nprobe=64) == (32, 64)
-    assert spec.probes(nprobe=128) == (128, 0)  # already every list: nothing to recheck
+    assert spec.probes(nprobe=128, recheck_nprobe=128) == (128, 0)  # already every list: nothing to recheck
     assert spec.probes(recheck_nprobe=8) == (16, 0)
-    assert IndexSpec("ivfpq", 64, nlist=128, pq_m=16, nprobe=16).probes() == (16, 128)  # a manifest from before the recheck
+    stored = IndexSpec("ivfpq", 64, nlist=128, pq_m=16, nprobe=16, recheck_nprobe=128)  # a manifest that asked for it
+    assert stored.probes() == (16, 128)
     assert choose_index_spec(100, 64).probes() == (0, 0)
+
+
+def test_the_shortlist_sets_the_fewest_exactly_scored_candidates_whatever_k():
+    spec = choose_index_spec(50_000, 64, "ivfpq", nlist=128, pq_m=16, rerank=2)
+    assert spec.candidates(5) == SHORTLIST and spec.candidates(SHORTLIST) == 2 * SHORTLIST
+    assert spec.candidates(5, shortlist=30) == 30 and spec.candidates(5, rerank=8, shortlist=30) == 40
+    assert choose_index_spec(50_000, 64, "ivfpq", nlist=128, pq_m=16, shortlist=64).candidates(5) == 64
+    assert "shortlist" not in spec.params()  # a code default: the manifest's index.params keys stay as they were
 
 
 def test_nprobe_override_is_capped_at_nlist():
