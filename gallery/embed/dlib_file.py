@@ -1,4 +1,5 @@
-"""A reader for dlib's serialised DNN files (``dlib_face_recognition_resnet_model_v1.dat`` and its kin).
+"""A reader for dlib's serialised DNN files (``dlib_face_recognition_resnet_model_v1.dat``,
+``mmod_human_face_detector.dat`` and their kin).
 
 dlib writes a network as nested templates, outermost first: the loss layer, then one version number
 per wrapping layer down to the input layer, and then each layer's own fields on the way back out,
@@ -29,7 +30,8 @@ _INF, _NINF, _NAN = 32000, 32001, 32002
 class DlibLayer:
     """One layer as dlib stored it: ``kind`` (``con``, ``affine``, ``relu``, ``max_pool``, ``avg_pool``,
     ``add_prev``, ``fc``, ``tag``, an input or a loss), the exact version string, its scalar fields and
-    its parameter tensors (already split into filters / biases / gamma / beta / weights)."""
+    its parameter tensors (already split into filters / biases / gamma / beta / weights). A batch norm
+    (``bn_con2``, ``bn_fc2``) comes as an ``affine`` layer with its running statistics folded in."""
 
     kind: str
     version: str
@@ -143,6 +145,24 @@ def _affine(s: _Stream, version: str) -> DlibLayer:
     return DlibLayer("affine", version, f, {"gamma": g.reshape(-1), "beta": b.reshape(-1)})
 
 
+def _bn_as_affine(s: _Stream, version: str) -> DlibLayer:
+    """A batch norm layer, folded into an affine one with its running statistics, as dlib itself does
+    when a network declared with ``affine`` is read from a file trained with ``bn_con``."""
+    params = s.tensor()
+    gamma, beta = s.alias(), s.alias()
+    s.tensor(), s.tensor()  # the last training batch's means and inverse deviations
+    running_means, running_variances = s.tensor().reshape(-1), s.tensor().reshape(-1)
+    s.int(), s.int()  # updates seen, running-statistics window
+    for _ in range(4):  # learning rate and weight decay multipliers
+        s.float()
+    eps = s.float()
+    g, b = _split(params, gamma, beta)
+    scale = g.reshape(-1) / np.sqrt(running_variances + np.float32(eps))
+    shift = b.reshape(-1) - scale * running_means
+    f = {"mode": 1 if version == "bn_con2" else 0, "eps": eps}
+    return DlibLayer("affine", version, f, {"gamma": scale.astype(np.float32), "beta": shift.astype(np.float32)})
+
+
 def _fc(s: _Stream, version: str) -> DlibLayer:
     f = {"num_outputs": s.int(), "num_inputs": s.int()}
     params = s.tensor()
@@ -181,21 +201,55 @@ def _input_rgb(s: _Stream, version: str) -> DlibLayer:
     return DlibLayer("input", version, f)
 
 
+def _input_rgb_pyramid(s: _Stream, version: str) -> DlibLayer:
+    f = {"avg_red": s.float(), "avg_green": s.float(), "avg_blue": s.float()}
+    # the first version had no padding fields; dlib then uses 10 between levels and 11 around them
+    f["pyramid_padding"], f["pyramid_outer_padding"] = (s.int(), s.int()) if version.endswith("2") else (10, 11)
+    return DlibLayer("input", version, f)
+
+
 def _loss_metric(s: _Stream, version: str) -> DlibLayer:
     f = {"margin": s.float(), "dist_thresh": s.float()} if version == "loss_metric_2" else {}
     return DlibLayer("loss", version, f)
 
 
+def _loss_mmod(s: _Stream, version: str) -> DlibLayer:
+    """``mmod_options`` versions 1-4: detector windows as ``(width, height, label)``, the
+    non-max-suppression and ignore overlap tests as ``(iou, percent covered)``, bounding box regression."""
+    options = s.int()
+    if not 1 <= options <= 4:
+        raise s.fail(f"unknown mmod_options version {options}")
+    if options == 1:
+        windows = [(s.int(), s.int(), "")]
+    else:
+        windows = []
+        for _ in range(s.int()):
+            if s.int() not in (1, 2):
+                raise s.fail("unknown detector window version")
+            windows.append((s.int(), s.int(), s.string()))
+    f = {"detector_windows": windows}
+    for name in ("loss_per_false_alarm", "loss_per_missed_target", "truth_match_iou_threshold"):
+        f[name] = s.float()
+    f["overlaps_nms"] = (s.float(), s.float())
+    f["overlaps_ignore"] = (s.float(), s.float())
+    f["assume_image_pyramid"] = s.take(1)[0] == 1 if options >= 3 else True
+    f["use_bounding_box_regression"], f["bbr_lambda"] = (s.bool(), s.float()) if options >= 4 else (False, 100.0)
+    return DlibLayer("loss", version, f)
+
+
 _LAYERS = {
     "con_4": _con, "con_5": _con, "con_6": _con,
-    "affine_": _affine, "affine_2": _affine,
+    "affine_": _affine, "affine_2": _affine, "bn_con2": _bn_as_affine, "bn_fc2": _bn_as_affine,
     "fc_2": _fc, "fc_3": _fc,
     "max_pool_2": _pool("max_pool"), "avg_pool_2": _pool("avg_pool"),
     "relu_": _relu, "relu_2": _relu,
     "add_prev_": _add_prev,
 }
-_INPUTS = {"input_rgb_image": _input_rgb, "input_rgb_image_sized": _input_rgb}
-_LOSSES = {"loss_metric_": _loss_metric, "loss_metric_2": _loss_metric}
+_INPUTS = {
+    "input_rgb_image": _input_rgb, "input_rgb_image_sized": _input_rgb,
+    "input_rgb_image_pyramid": _input_rgb_pyramid, "input_rgb_image_pyramid2": _input_rgb_pyramid,
+}
+_LOSSES = {"loss_metric_": _loss_metric, "loss_metric_2": _loss_metric, "loss_mmod_": _loss_mmod}
 
 
 def _details(s: _Stream, table: dict) -> DlibLayer:
