@@ -5,31 +5,56 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 import click
 
 from . import __version__
-from .calibration import calibrate as calibrate_probes
-from .calibration import calibrate_leave_out
 from .distributed import ENGINES
 from .errors import GalleryError
-from .evaluation import evaluate, write_report
 from .embed.detect import DETECT_MAX_SIDE, DETECTORS
-from .embed.encoders import DEFAULT_MODEL as DEFAULT_ENCODER
-from .enrolment import FACE_POLICIES, passed_over, summary_line
-from .gallery import DEFAULT_MODEL, DEFAULT_ROWS_PER_SHARD, Gallery
-from .index import KINDS
 from .progress import echo
-from .metrics.identification import MIN_FALSE_ACCEPTS
 from .search import AGGREGATES
-from .store import FORMATS, read_labelled_vectors
-from .store.imports import read_query_vectors, write_labelled_vectors
-from .synthetic import synthetic_gallery, synthetic_probes
 from .wording import counted, first_names
 
+if TYPE_CHECKING:
+    from .gallery import Gallery
+
+#: ``gallery calibrate``'s help says this; tests/test_layout.py checks it is the metrics' own figure.
+MIN_FALSE_ACCEPTS = 10
+
 GALLERY_HELP = "Gallery folder (default: $GALLERY_DIR, else ./gallery)."
+
+
+class _Later:
+    """A constant of a module imported only when click needs its value (to parse options or show one
+    command's help), so that ``gallery --help`` and the commands that need neither load no FAISS,
+    pyarrow or torch; click calls it for the default and prints it in help."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self):
+        return getattr(import_module(self.module, __package__), self.name)
+
+    def __str__(self) -> str:
+        return str(self())
+
+
+class _LaterChoice(click.Choice):
+    """A :class:`click.Choice` of the keys of a :class:`_Later` constant, read when first needed."""
+
+    def __init__(self, module: str, name: str):
+        self._later, self._choices, self.case_sensitive = _Later(module, name), None, True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(sorted(self._later()) if isinstance(self._later(), dict) else self._later())
+        return self._choices
 
 
 class _Group(click.Group):
@@ -171,11 +196,12 @@ def main(verbose: int) -> None:
 @click.option("--vector-column", default="vector", show_default=True, help="Column/dataset holding the vectors.")
 @click.option("--label-column", default="identity", show_default=True, help="Column/dataset holding identity labels.")
 @click.option("--source-column", default="source", show_default=True, help="Optional column with each row's source.")
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Name of the model that made the vectors.")
-@click.option("--format", "shard_format", type=click.Choice(sorted(FORMATS)), default="parquet", show_default=True,
+@click.option("--model", type=str, default=_Later(".gallery", "DEFAULT_MODEL"), show_default=True,
+              help="Name of the model that made the vectors.")
+@click.option("--format", "shard_format", type=_LaterChoice(".store", "FORMATS"), default="parquet", show_default=True,
               help="Shard file format of a new gallery.")
-@click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
-@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True,
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=_Later(".gallery", "DEFAULT_ROWS_PER_SHARD"), show_default=True)
+@click.option("--index", "index_kind", type=_LaterChoice(".index", "KINDS"), default="auto", show_default=True,
               help="auto: flat (exact) for small galleries, ivfpq above 64M floats (n*d).")
 @_index_options
 @click.option("--replace", is_flag=True, help="Replace an existing gallery instead of adding to it.")
@@ -189,6 +215,9 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
     Creates the gallery if the folder has none, otherwise adds to it without retraining its index
     (use --replace to rebuild it from SOURCE alone). An interrupted import resumes when rerun.
     """
+    from .gallery import Gallery
+    from .store import read_labelled_vectors
+
     data = read_labelled_vectors(source, labels=labels, vector_column=vector_column, label_column=label_column,
                                  source_column=source_column)
     g = Gallery.enrol(data.vectors, data.identities, gallery_dir, replace=replace, model=model, sources=data.sources,
@@ -210,7 +239,7 @@ def import_vectors(source, gallery_dir, labels, vector_column, label_column, sou
 @click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited (this call only).")
 @click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: re-rank factor (this call only).")
 @click.option("--recheck-nprobe", type=click.IntRange(min=1),
-              help="ivfpq: lists searched again for queries scoring below the threshold (default: all).")
+              help="ivfpq: lists searched again for queries scoring below the threshold (default: none; this call only).")
 @click.option("--vector-column", default="vector", show_default=True)
 @_json_options("query")
 @_engine_options(sharded=True)
@@ -222,6 +251,9 @@ def search_vectors(queries, gallery_dir, k, threshold, aggregate, top_n, nprobe,
     With --engine ray --shards S the gallery is split by identity over S Ray actors and every query
     is answered by all of them; the answers are the local engine's.
     """
+    from .gallery import Gallery
+    from .store.imports import read_query_vectors
+
     out = _JsonOut(as_json, json_array)
     data = read_query_vectors(queries, vector_column=vector_column)
     g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
@@ -271,6 +303,8 @@ def _results_table(results, truth) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(gallery_dir, verify, as_json) -> None:
     """Counts, model, index, open-set threshold, and disk and RAM size of a gallery."""
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_dir)
     if verify:
         g.verify()
@@ -333,6 +367,10 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
     eval` uses. The threshold follows the gallery as it grows: the measured one plus the rise a tail
     fit of the impostor scores predicts.
     """
+    from .calibration import calibrate as calibrate_probes
+    from .calibration import calibrate_leave_out
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_arg or gallery_dir, wait=wait)
     if probes is not None:
         vectors, identities = _labelled_probes(g, probes, labels, progress=not quiet)
@@ -351,6 +389,8 @@ def _labelled_probes(g: Gallery, probes: Path, labels, *, progress: bool):
     """Probe vectors and labels from a photo folder or CSV of photos, or from a labelled vector file."""
     if probes.is_dir() or probes.suffix.lower() == ".csv":
         return g.embed_labelled_photos(probes, progress=progress)
+    from .store import read_labelled_vectors
+
     data = read_labelled_vectors(probes, labels=labels)
     return data.vectors, list(data.identities)
 
@@ -374,6 +414,9 @@ def eval_command(gallery_arg, gallery_dir, probes, labels, out_dir, max_samples,
     Writes every number to OUT/metrics.json and a report with figures to OUT/report.md and the
     self-contained OUT/report.html.
     """
+    from .evaluation import evaluate, write_report
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_arg or gallery_dir)
     vectors, identities = _labelled_probes(g, probes, labels, progress=not quiet) if probes is not None else (None, None)
     ev = evaluate(g, vectors, identities, max_samples=max_samples, seed=seed)
@@ -396,6 +439,8 @@ def remove(identities, gallery_dir, wait, quiet) -> None:
     Their shards are rewritten without them, their photos leave the build reports, what interrupted
     runs left is erased, and every superseded file is overwritten with zeros before it is deleted.
     """
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_dir, wait=wait)
     n = g.remove(list(identities), progress=not quiet)
     click.echo(f"removed {counted(n, 'record')} of {counted(len(identities), 'identity', 'identities')}; "
@@ -404,12 +449,14 @@ def remove(identities, gallery_dir, wait, quiet) -> None:
 
 @main.command("rebuild-index")
 @_gallery_option()
-@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
+@click.option("--index", "index_kind", type=_LaterChoice(".index", "KINDS"), default="auto", show_default=True)
 @_index_options
 @_wait_option
 @_quiet_option
 def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait, quiet) -> None:
     """Retrain and rebuild the index from the stored vectors (after much growth, or to change its kind)."""
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_dir, wait=wait)
     spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=not quiet)
     click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{spec.factory}] over {len(g)} vectors")
@@ -428,6 +475,9 @@ def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait, qu
 @click.option("--seed", type=int, default=0, show_default=True)
 def synthesize(out, n_identities, images, dim, genuine, probes, n_probes, seed) -> None:
     """Write synthetic identity-clustered unit vectors to OUT (.parquet, .h5 or .npy) for trying gallery out."""
+    from .store.imports import write_labelled_vectors
+    from .synthetic import synthetic_gallery, synthetic_probes
+
     data = synthetic_gallery(n_identities, images, dim, genuine=genuine, seed=seed)
     write_labelled_vectors(out, data.vectors, data.identities, model="synthetic")
     click.echo(f"{out}: {len(data.vectors)} vectors of {n_identities} identities, d={dim}")
@@ -500,28 +550,30 @@ def _photo_options(f):
     f = click.option("--workers", type=click.IntRange(min=0),
                      help="Processes that decode, detect and align (default: one per core, up to 8; 0 = none).")(f)
     f = click.option("--max-side", type=click.IntRange(min=64), default=DETECT_MAX_SIDE, show_default=True,
-                     help="Photos larger than this are downscaled for detection only (landmarks use full resolution).")(f)
+                     help="Long side at which faces are searched for; larger photos are downscaled for detection only "
+                          "(landmarks use full resolution). Where no face is found, a second search at twice the size.")(f)
     f = click.option("--upsample", type=click.IntRange(0, 3),
-                     help="Upsample photos N times to find small faces (default: 1 for photos up to 1000 px, else 0).")(f)
+                     help="Instead: one search per photo, upsampled N times (finds smaller faces, 4x slower each time).")(f)
     f = click.option("--detector", type=click.Choice(DETECTORS), default="hog", show_default=True,
-                     help="hog: fast on CPU; cnn: dlib's MMOD detector, finds more faces, slow without a GPU.")(f)
+                     help="hog: fast on a CPU; cnn: dlib's MMOD detector run in torch (dlib's boxes), finds more "
+                          "faces, on the encoder's GPU with --device cuda, slow on a CPU.")(f)
     return f
 
 
 @main.command("build")
 @click.argument("photos", type=click.Path(exists=True, path_type=Path))
 @_gallery_option("-o")
-@click.option("--model", default=DEFAULT_ENCODER, show_default=True,
+@click.option("--model", type=str, default=_Later(".embed.encoders", "DEFAULT_MODEL"), show_default=True,
               help="Encoder: dlib-resnet (shipped; torch, batched, CPU or GPU), dlib-resnet-native (the same model run by dlib), "
                    "arcface-r18|r34|r50|r100:WEIGHTS.pth, or torchscript:FILE.pt.")
-@click.option("--faces", type=click.Choice(FACE_POLICIES), default="largest", show_default=True,
+@click.option("--faces", type=_LaterChoice(".enrolment", "FACE_POLICIES"), default="largest", show_default=True,
               help="Photos with several faces: enrol the largest, all of them, or skip the photo (single).")
 @click.option("--landmarks", type=click.Choice(["5", "68"]), help="Landmark model (default: what the model's chip needs).")
 @_photo_options
 @click.option("--device", help="Where the encoder runs: cpu, cuda, cuda:1 (default: a GPU when torch sees one).")
-@click.option("--format", "shard_format", type=click.Choice(sorted(FORMATS)), default="parquet", show_default=True)
-@click.option("--rows-per-shard", type=click.IntRange(min=1), default=DEFAULT_ROWS_PER_SHARD, show_default=True)
-@click.option("--index", "index_kind", type=click.Choice(KINDS), default="auto", show_default=True)
+@click.option("--format", "shard_format", type=_LaterChoice(".store", "FORMATS"), default="parquet", show_default=True)
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=_Later(".gallery", "DEFAULT_ROWS_PER_SHARD"), show_default=True)
+@click.option("--index", "index_kind", type=_LaterChoice(".index", "KINDS"), default="auto", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the gallery in the folder (it stays readable until done).")
 @_group_access_option
 @_wait_option
@@ -538,6 +590,8 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
     encoding in Ray actors (one per GPU); the gallery written is the same. Example:
       gallery build photos/ && gallery query probe.jpg -k 5
     """
+    from .gallery import Gallery
+
     g = Gallery.from_photos(photos, gallery_dir, model=model, faces=faces, detector=detector,
                             landmarks=int(landmarks) if landmarks else None, upsample=upsample, max_side=max_side,
                             workers=workers, device=device, overwrite=overwrite, index=index_kind,
@@ -549,7 +603,7 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
 @main.command("add")
 @click.argument("photos", type=click.Path(exists=True, path_type=Path))
 @_gallery_option()
-@click.option("--faces", type=click.Choice(FACE_POLICIES), default="largest", show_default=True)
+@click.option("--faces", type=_LaterChoice(".enrolment", "FACE_POLICIES"), default="largest", show_default=True)
 @_photo_options
 @click.option("--model", help="The gallery's encoder from another file path (its fingerprint must match).")
 @click.option("--device", help="Where the encoder runs (default: a GPU when torch sees one).")
@@ -563,6 +617,8 @@ def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model
     New and existing identities alike; the index is extended, never rebuilt. An interrupted add
     resumes when rerun.
     """
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_dir, wait=wait)
     g.add_photos(photos, model=model, faces=faces, detector=detector, upsample=upsample, max_side=max_side,
                  workers=workers, device=device, progress=not quiet, engine=engine, address=address)
@@ -570,6 +626,8 @@ def add(photos, gallery_dir, faces, detector, upsample, max_side, workers, model
 
 
 def _print_enrolment(gallery_dir: Path, g: Gallery) -> None:
+    from .enrolment import passed_over, summary_line
+
     report = g.last_report
     resumed = report["summary"].get("resumed", 0)
     click.echo(f"{gallery_dir}: {summary_line(report['summary'])}" + (f" ({resumed} from the interrupted run)" if resumed else ""))
@@ -609,6 +667,8 @@ def query(probes, gallery_dir, k, threshold, detector, upsample, max_side, worke
     summary naming the photos that could not be read or had no face. Exit status 1 when no probe
     photo could be read.
     """
+    from .gallery import Gallery
+
     g = Gallery.open(gallery_dir, engine=engine, shards=shards, address=address)
     answers = g.iter_search_images(list(probes), k=k, threshold=threshold, detector=detector, upsample=upsample,
                                    max_side=max_side, workers=workers, device=device, progress=not quiet)

@@ -70,3 +70,34 @@ def test_the_ray_engine_plugs_in_as_a_searcher_factory_not_a_subclass():
     tree = dict(modules())["gallery/distributed/sharded.py"]
     bases = {b.id for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases if isinstance(b, ast.Name)}
     assert "Gallery" not in bases
+
+
+def _modules_loaded_by(code: str) -> set[str]:
+    """Top-level packages a fresh interpreter has imported after running ``code``."""
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    return set(out.stdout.split())
+
+
+ENGINES = {"torch", "faiss", "pyarrow", "h5py", "dlib", "matplotlib", "sklearn", "ray", "fastapi"}
+
+
+def test_gallery_help_loads_no_engine():
+    code = "from gallery.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    assert _modules_loaded_by(code) & ENGINES == set()
+
+
+def test_a_detection_worker_loads_dlib_but_no_torch_or_storage():
+    loaded = _modules_loaded_by("from gallery.embed.pipeline import align_batch\nfrom gallery.embed import FaceDetector\nFaceDetector()")
+    assert "dlib" in loaded
+    assert loaded & ENGINES == {"dlib"}
+
+
+def test_the_command_lines_copy_of_the_evidence_rule_is_the_metrics_own():
+    from gallery.cli import MIN_FALSE_ACCEPTS
+    from gallery.metrics.identification import MIN_FALSE_ACCEPTS as rule
+
+    assert MIN_FALSE_ACCEPTS == rule

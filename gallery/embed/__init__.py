@@ -1,13 +1,33 @@
-"""The image side: photos in, aligned faces, embeddings out (detect ► align ► encode ► L2-normalise)."""
+"""The image side: photos in, aligned faces, embeddings out (detect ► align ► encode ► L2-normalise).
 
-from .align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP, ChipSpec, align_face, align_faces, extract_chips, similarity_transform
-from .detect import DETECTORS, Face, FaceDetector
-from .encoders import DEFAULT_MODEL, ENCODERS, Encoder, get_encoder
-from .images import IMAGE_SUFFIXES, ImageError, Photo, PhotoList, face_thumbnail, gather_photos, list_photos, load_image
-from .pipeline import AlignedPhoto, EmbeddedPhoto, align_photos, embed_photos
+Each name is imported from its module on first use, so a process that only reads photos (a detection
+worker) loads neither torch nor the gallery's storage, and one that only lists photos loads no dlib.
+"""
 
-__all__ = [
-    "AlignedPhoto", "align_photos", "ARCFACE_CHIP", "DETECTORS", "DEFAULT_MODEL", "DLIB_CHIP", "DLIB_NATIVE_CHIP", "ENCODERS", "ChipSpec", "EmbeddedPhoto", "Encoder",
-    "Face", "FaceDetector", "face_thumbnail", "IMAGE_SUFFIXES", "ImageError", "Photo", "PhotoList", "align_face", "align_faces", "extract_chips", "embed_photos",
-    "gather_photos", "get_encoder", "list_photos", "load_image", "similarity_transform",
-]
+from importlib import import_module
+
+#: Where each public name lives.
+_MODULES = {
+    ".align": ("ARCFACE_CHIP", "DLIB_CHIP", "DLIB_NATIVE_CHIP", "ChipSpec", "align_face", "align_faces", "extract_chips",
+               "similarity_transform"),
+    ".detect": ("DETECTORS", "Face", "FaceDetector"),
+    ".encoders": ("DEFAULT_MODEL", "ENCODERS", "Encoder", "get_encoder"),
+    ".images": ("IMAGE_SUFFIXES", "ImageError", "Photo", "PhotoList", "face_thumbnail", "gather_photos", "list_photos",
+                "load_image"),
+    ".pipeline": ("AlignedPhoto", "EmbeddedPhoto", "align_photos", "embed_photos"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(import_module(_HOME[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

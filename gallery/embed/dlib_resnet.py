@@ -18,7 +18,6 @@ The converted weights are cached (``$GALLERY_CACHE``, else ``$XDG_CACHE_HOME/gal
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 from ..store.files import sha256_file, write_atomic
+from .detect import cache_dir
 from .dlib_file import DlibLayer, read_dlib_network
 
 #: dlib's per-channel means (R, G, B) and divisor; the model file records the means too, and they are checked.
@@ -132,14 +132,6 @@ def load_dlib_weights(model: DlibFaceResNet, layers: Sequence[DlibLayer], source
             raise InvalidInputError(f"{source}: the last layer is not a 256x128 map without bias")
         model.fc.weight.copy_(torch.from_numpy(fc.tensors["weights"].T.copy()))
     return model
-
-
-def cache_dir() -> Path:
-    """Where converted weights are kept: ``$GALLERY_CACHE``, ``$XDG_CACHE_HOME/gallery`` or ``~/.cache/gallery``."""
-    if os.environ.get("GALLERY_CACHE"):
-        return Path(os.environ["GALLERY_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "gallery"
 
 
 def dlib_face_resnet(dat_file: Path, digest: Optional[str] = None) -> DlibFaceResNet:

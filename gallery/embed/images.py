@@ -2,13 +2,22 @@
 
 Every odd format users meet (EXIF rotation, RGBA, palette, grayscale, CMYK, 16-bit) becomes one
 ``(H, W, 3) uint8`` array here, so the detector and the encoders see a single kind of image.
+
+Where a small copy is all that is needed (a thumbnail), ``load_image(path, max_side=N)`` decodes a
+JPEG at reduced scale: Pillow's draft mode has libjpeg scale by 1/2, 1/4 or 1/8 while decoding, so
+the full-size pixels are never made (a 12 MP photo decodes in a seventh of the time). The photo
+pipeline does not use it: it needs the full-resolution pixels of every photo with a face for
+landmarks and chips, and up to 4 MP a second, reduced decode for detection cost more than shrinking
+the decoded photo (measured in ``benchmarks/README.md``, "Photo embedding throughput").
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -48,20 +57,43 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_image(path: Path | str) -> np.ndarray:
+def load_image(path: Path | str, *, max_side: Optional[int] = None) -> np.ndarray:
     """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright as its EXIF orientation says.
 
     Transparent images are composited over white; 16-bit and float images are scaled to 8 bits.
+    With ``max_side``, a larger photo comes back with that long side, a JPEG decoded at reduced scale.
     Raises :class:`ImageError` naming the file when it cannot be decoded.
     """
     path = Path(path)
+    with _reading(path):
+        with Image.open(path) as im:
+            long_side = max(im.size)
+            if max_side is not None and long_side > max_side:
+                scale = max_side / long_side  # the same for either orientation
+                im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            image = _to_rgb8(im)
+    if max_side is not None and long_side > max_side:
+        image = resize_image(image, max_side / max(image.shape[:2]))
+    return image
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` of the image in ``path`` as stored, from its header alone."""
+    path = Path(path)
+    with _reading(path):
+        with Image.open(path) as im:
+            return im.size
+
+
+@contextmanager
+def _reading(path: Path):
+    """Pillow's many failures while reading ``path`` as one :class:`ImageError` naming the file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb8(im)
+            yield
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except UnidentifiedImageError:
@@ -70,6 +102,22 @@ def load_image(path: Path | str) -> np.ndarray:
         raise ImageError(f"{path}: too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def resize_image(image: np.ndarray, scale: float, *, gray: bool = False) -> np.ndarray:
+    """``image`` scaled by ``scale``: shrunk by whole factors first (a box filter, fast), then bilinear.
+
+    ``gray`` gives an ``(h, w)`` copy of its luma (ITU-R 601), made first, so that one channel is resized, not three.
+    """
+    if scale == 1.0 and not gray:
+        return image
+    im = Image.fromarray(image)
+    im = im.convert("L") if gray else im
+    if scale == 1.0:
+        return np.asarray(im)
+    h, w = image.shape[:2]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    return np.asarray(im.resize(size, Image.BILINEAR, reducing_gap=1.0 if scale < 1 else None))
 
 
 def _to_rgb8(im: Image.Image) -> np.ndarray:
@@ -149,10 +197,16 @@ def _read_photo_list(path: Path) -> PhotoList:
 
 
 def face_thumbnail(path: Path | str, box: Sequence[int], size: int = 64, margin: float = 0.2) -> np.ndarray:
-    """A square ``(size, size, 3)`` crop of the face in ``box`` (widened by ``margin``), for reports."""
-    image = load_image(path)
+    """A square ``(size, size, 3)`` crop of the face in ``box`` (widened by ``margin``), for reports.
+
+    The photo is decoded only as large as the crop needs (``box`` is in its full-size pixels).
+    """
     left, top, right, bottom = box
     side = max(right - left, bottom - top) * (1 + 2 * margin)
+    long_side = max(image_size(path))
+    image = load_image(path, max_side=max(size, math.ceil(long_side * size / max(side, 1))))
+    scale = max(image.shape[:2]) / long_side
+    left, top, right, bottom, side = left * scale, top * scale, right * scale, bottom * scale, side * scale
     cx, cy = (left + right) / 2, (top + bottom) / 2
     crop = Image.fromarray(image).crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
     return np.asarray(crop.resize((size, size), Image.BILINEAR))

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..progress import progress_bar
 from ..vectors import as_embeddings
 from .align import ChipSpec, align_faces
 from .detect import Face, FaceDetector
-from .encoders import Encoder
 from .images import Photo, load_image
+
+if TYPE_CHECKING:  # the encoders need torch, which detection workers never import
+    from .encoders import Encoder
 
 
 @dataclass
@@ -125,8 +128,12 @@ def align_photos(
     ``detector`` holds :class:`FaceDetector` options (``method``, ``landmarks``, ``max_side``,
     ``upsample``); the landmark model defaults to the one ``chip`` needs. ``workers=0`` works in this process.
     """
+    from ..progress import progress_bar
+
     options = detector_options(chip, detector)
     workers = default_workers() if workers is None else int(workers)
+    if str(options.get("device") or "cpu").startswith("cuda"):
+        workers = 0  # CUDA does not survive a fork: a GPU detector works in this process
     bar = progress_bar(progress, total=total, desc=desc, unit="img")
     faces_found = 0
     pool = None
@@ -164,14 +171,44 @@ def embed_photos(
 
     Alignment as in :func:`align_photos`; chips are encoded in batches of ``encoder.batch_size``.
     """
+    workers = default_workers() if workers is None else int(workers)
+    detector = dict(detector or {})
+    if detector.get("method") == "cnn" and "device" not in detector and getattr(encoder, "device", None) is not None \
+            and encoder.device.type == "cuda":
+        detector["device"] = str(encoder.device)  # the CNN detects on the encoder's GPU
+        workers = 0
     pending: list[AlignedPhoto] = []
     for item in align_photos(photos, encoder.chip, detector=detector, workers=workers, progress=progress,
                              total=total, desc=desc):
         pending.append(item)
         if sum(len(p.chips) for p in pending) >= encoder.batch_size:
-            yield from _encode(pending, encoder)
+            with _cores_left_by(workers, encoder):
+                encoded = list(_encode(pending, encoder))
+            yield from encoded
             pending = []
-    yield from _encode(pending, encoder)
+    with _cores_left_by(workers, encoder):
+        encoded = list(_encode(pending, encoder))
+    yield from encoded
+
+
+@contextmanager
+def _cores_left_by(workers: int, encoder: Encoder):
+    """A CPU encoder in torch runs on the cores the detection workers leave (at least one) while it encodes.
+
+    With more threads than cores, torch's threads wait on each other at every layer: on 2 busy cores
+    its 2 threads encoded 4x slower than 1 (``benchmarks/README.md``, "Photo embedding throughput").
+    """
+    torch = sys.modules.get("torch")
+    device = getattr(encoder, "device", None)
+    if torch is None or workers == 0 or getattr(device, "type", None) != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _encode(pending: list[AlignedPhoto], encoder: Encoder) -> Iterator[EmbeddedPhoto]:

@@ -125,3 +125,81 @@ def test_probes_from_files_folders_globs_and_lists(tmp_path, faces_dir):
     assert sorted(names[1:]) == sorted(p.name for p in (faces_dir / "probes").glob("*.jpg"))  # obama1 not repeated
     with pytest.raises(InvalidInputError, match="no file matches"):
         gather_photos([str(tmp_path / "*.jpg")], labelled=False)
+
+
+def _stored_rotated(upright: np.ndarray, path, orientation: int = 6) -> None:
+    """Save ``upright`` as a camera would: pixels turned, and the EXIF tag that says how to turn them back."""
+    k = {6: 1, 8: -1, 3: 2}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=k))).save(path, quality=95, exif=exif)
+
+
+@pytest.fixture(scope="module")
+def big(faces_dir):
+    return load_image(faces_dir / "probes" / "obama1.jpg")  # 1480 x 832
+
+
+def _close(a: np.ndarray, b: np.ndarray, mean: float = 4.0) -> bool:
+    return a.shape == b.shape and np.abs(a.astype(float) - b.astype(float)).mean() < mean
+
+
+def _shrunk(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    return np.asarray(Image.fromarray(image).resize((round(w * s), round(h * s)), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("side", [740, 370, 185, 300])
+def test_a_jpeg_decoded_at_reduced_scale_is_the_photo_shrunk(faces_dir, big, side):
+    small = load_image(faces_dir / "probes" / "obama1.jpg", max_side=side)
+    assert max(small.shape[:2]) == side and small.dtype == np.uint8
+    assert _close(small, _shrunk(big, side))
+
+
+@pytest.mark.parametrize("orientation", [6, 8, 3])
+def test_reduced_decoding_honours_exif_orientation(tmp_path, big, orientation):
+    _stored_rotated(big, tmp_path / "turned.jpg", orientation)
+    full = load_image(tmp_path / "turned.jpg")
+    small = load_image(tmp_path / "turned.jpg", max_side=370)
+    assert full.shape == big.shape and _close(full, big)
+    assert small.shape == (208, 370, 3) and _close(small, _shrunk(big, 370))
+
+
+def test_reduced_decoding_of_other_formats_and_small_photos(tmp_path, faces_dir, big):
+    Image.fromarray(big).save(tmp_path / "big.png")
+    assert _close(load_image(tmp_path / "big.png", max_side=370), _shrunk(big, 370), mean=1.0)
+    small = faces_dir / "misc" / "obama_small.jpg"  # 320 x 240: nothing to reduce
+    np.testing.assert_array_equal(load_image(small, max_side=640), load_image(small))
+    with pytest.raises(ImageError, match=r"nothing\.jpg: no such file"):
+        load_image(tmp_path / "nothing.jpg", max_side=64)
+
+
+def test_a_thumbnail_decodes_only_what_it_needs_and_shows_the_face(tmp_path, big):
+    from gallery.embed import face_thumbnail
+
+    _stored_rotated(big, tmp_path / "turned.jpg")
+    box = (569, 238, 940, 610)  # obama1.jpg's face, in upright full-size pixels
+    thumb = face_thumbnail(tmp_path / "turned.jpg", box, size=64)
+    side = 372 * 1.4
+    cx, cy = (569 + 940) / 2, (238 + 610) / 2
+    want = Image.fromarray(big).crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2)))
+    assert thumb.shape == (64, 64, 3) and _close(thumb, np.asarray(want.resize((64, 64), Image.BILINEAR)), mean=8.0)
+    with pytest.raises(ImageError, match=r"gone\.jpg: no such file"):
+        face_thumbnail(tmp_path / "gone.jpg", box)
+
+
+def test_jpegs_are_decoded_at_reduced_scale_by_libjpeg(monkeypatch, faces_dir):
+    from PIL import JpegImagePlugin
+
+    decoded = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        out = draft(self, mode, size)
+        decoded.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    image = load_image(faces_dir / "probes" / "obama1.jpg", max_side=185)
+    assert decoded == [(185, 104)] and image.shape == (104, 185, 3)  # 1480 x 832 at libjpeg's 1/8

@@ -45,3 +45,34 @@ def test_batches_do_not_mix_faces_between_photos(photos):
     many = list(embed_photos(photos, enc, workers=0, progress=False))
     for a, b in zip(one, many):
         np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-5)
+
+
+class ThreadsSeen:
+    """The real encoder, noting how many threads torch had each time it encoded."""
+
+    def __init__(self, encoder):
+        self.encoder, self.threads = encoder, []
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode(self, chips):
+        import torch
+
+        self.threads.append(torch.get_num_threads())
+        return self.encoder.encode(chips)
+
+
+def test_the_cpu_encoder_leaves_the_detection_workers_their_cores(encoder, photos):
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    seen = ThreadsSeen(encoder)
+    list(embed_photos(photos, seen, workers=1, progress=False))
+    assert seen.threads and set(seen.threads) == {max(1, min(before, os.cpu_count() - 1))}
+    assert torch.get_num_threads() == before
+    seen.threads.clear()
+    list(embed_photos(photos, seen, workers=0, progress=False))
+    assert set(seen.threads) == {before}
