@@ -4,6 +4,7 @@ Tests marked ``gpu`` skip themselves when faiss sees no GPU; ``slow`` marks test
 """
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -17,6 +18,14 @@ from gallery.synthetic import synthetic_gallery, synthetic_probes
 def private_model_cache(tmp_path_factory):
     """Converted model weights go to a folder of this test run, not the user's cache."""
     os.environ["GALLERY_CACHE"] = str(tmp_path_factory.mktemp("model-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_children():
+    """Child processes can be stopped with Ctrl-C (SIGINT) even when pytest itself was started in the
+    background of a shell, which starts it with SIGINT ignored and so would pass that on to every child."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

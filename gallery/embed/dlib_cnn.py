@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
-from .dlib_file import DlibLayer, read_dlib_network
+from .dlib_file import DlibLayer, check_convolution, read_dlib_network
 
 Box = tuple[int, int, int, int]
 Rect = tuple[int, int, int, int]  # left, top, right, bottom; inclusive, as dlib's rectangle
@@ -364,11 +364,8 @@ def load_mmod_weights(model: MmodFaceNet, layers: Sequence[DlibLayer], source: s
     scale, offset = 1, 0
     with torch.no_grad():
         for conv, con, affine in zip(model.convolutions(), cons, affines):
+            check_convolution(con, conv, source)
             f = con.fields
-            geometry = (f["num_filters"], f["nr"], f["nc"], f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"])
-            ours = (conv.out_channels, *conv.kernel_size, *conv.stride, *conv.padding)
-            if geometry != ours or con.tensors["filters"].shape[1] != conv.in_channels:
-                raise InvalidInputError(f"{source}: a convolution is {geometry}, expected {ours}")
             weight = con.tensors["filters"]
             bias = con.tensors.get("biases", np.zeros(f["num_filters"], np.float32))
             if affine is not None:

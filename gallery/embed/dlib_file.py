@@ -305,3 +305,13 @@ def read_dlib_network(source: Union[str, Path, bytes]) -> list[DlibLayer]:
     if s.at != len(data):
         raise s.fail(f"{len(data) - s.at} bytes left over after the last layer")
     return layers + [loss]
+
+
+def check_convolution(layer: DlibLayer, conv, source: str) -> None:
+    """Refuse a dlib ``con`` layer whose geometry is not the one of ``conv`` (a ``torch.nn.Conv2d``) that will
+    hold its weights: a different network under the same file name is an error, never a silent misfit."""
+    f = layer.fields
+    geometry = (f["num_filters"], f["nr"], f["nc"], f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"])
+    ours = (conv.out_channels, *conv.kernel_size, *conv.stride, *conv.padding)
+    if geometry != ours or layer.tensors["filters"].shape[1] != conv.in_channels:
+        raise InvalidInputError(f"{source}: a convolution is {geometry}, expected {ours}")

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..errors import InvalidInputError
 from ..store.files import sha256_file, write_atomic
 from .detect import cache_dir
-from .dlib_file import DlibLayer, read_dlib_network
+from .dlib_file import DlibLayer, check_convolution, read_dlib_network
 
 #: dlib's per-channel means (R, G, B) and divisor; the model file records the means too, and they are checked.
 DLIB_MEANS = (122.782, 117.001, 104.298)
@@ -118,11 +118,8 @@ def load_dlib_weights(model: DlibFaceResNet, layers: Sequence[DlibLayer], source
     affines = [layer for layer in layers if layer.kind == "affine"]
     with torch.no_grad():
         for conv, con, affine in zip(model.convolutions(), cons, affines):
+            check_convolution(con, conv, source)
             f = con.fields
-            geometry = (f["num_filters"], f["nr"], f["nc"], f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"])
-            ours = (conv.out_channels, *conv.kernel_size, *conv.stride, *conv.padding)
-            if geometry != ours or con.tensors["filters"].shape[1] != conv.in_channels:
-                raise InvalidInputError(f"{source}: a convolution is {geometry}, expected {ours}")
             gamma, beta = affine.tensors["gamma"], affine.tensors["beta"]
             bias = con.tensors.get("biases", np.zeros(f["num_filters"], np.float32))
             conv.weight.copy_(torch.from_numpy(con.tensors["filters"] * gamma[:, None, None, None]))
