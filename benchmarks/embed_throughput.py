@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from gallery.embed import FaceDetector, Photo, align_face, embed_photos, get_encoder, load_image  # noqa: E402
 from gallery.embed.align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP  # noqa: E402
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 FACES = REPO.parent / "shared" / "faces"
 
@@ -293,16 +294,6 @@ def decode_times(paths: dict[str, Path], side: int = 640) -> dict[str, float]:
 def recall(found: dict[str, int], labels: dict[str, int]) -> tuple[int, list[str]]:
     """Labelled faces found (at most the labelled number per photo), and the photos with fewer."""
     return sum(min(found[k], n) for k, n in labels.items()), [k for k, n in labels.items() if found[k] < n]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def detection_section(args) -> int:

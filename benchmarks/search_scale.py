@@ -44,6 +44,7 @@ from gallery.index.build import knn
 from gallery.index.exact import as_tensor, exact_search
 from gallery.metrics.identification import fpir_threshold
 from gallery.synthetic import synthetic_gallery, synthetic_probes
+from machine import cpu_model  # benchmarks/machine.py
 
 GENUINE = 0.6
 SGEMM_SHAPE = (1024, 65536, 512)
@@ -100,18 +101,8 @@ def machine() -> dict:
     except ImportError:
         info["faiss_openblas"] = "unknown (threadpoolctl not installed)"
     info["torch_blas"] = "MKL" if torch.backends.mkl.is_available() else "other"
-    info["cpu"] = _cpu_model()
+    info["cpu"] = cpu_model()
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def group_top1(D: np.ndarray, I: np.ndarray, code_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

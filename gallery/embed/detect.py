@@ -84,9 +84,6 @@ def model_files() -> dict[str, str]:
     }
 
 
-_model_files = model_files  # the name gallery.embed.encoders imports
-
-
 def cache_dir() -> Path:
     """Where models converted once are kept: ``$GALLERY_CACHE``, ``$XDG_CACHE_HOME/gallery`` or ``~/.cache/gallery``."""
     if os.environ.get("GALLERY_CACHE"):

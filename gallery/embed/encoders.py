@@ -59,9 +59,9 @@ def _digest(*parts) -> str:
 
 
 def _dlib_model_file() -> Path:
-    from .detect import _model_files
+    from .detect import model_files
 
-    return Path(_model_files()["resnet"])
+    return Path(model_files()["resnet"])
 
 
 class DlibResNetNative(Encoder):

@@ -175,8 +175,7 @@ def embed_photos(
     detector = dict(detector or {})
     if detector.get("method") == "cnn" and "device" not in detector and getattr(encoder, "device", None) is not None \
             and encoder.device.type == "cuda":
-        detector["device"] = str(encoder.device)  # the CNN detects on the encoder's GPU
-        workers = 0
+        detector["device"] = str(encoder.device)  # the CNN detects on the encoder's GPU (in this process)
     pending: list[AlignedPhoto] = []
     for item in align_photos(photos, encoder.chip, detector=detector, workers=workers, progress=progress,
                              total=total, desc=desc):
