@@ -131,33 +131,43 @@ def _binomial_halve(x: np.ndarray, axis: int) -> np.ndarray:
     def tap(k: int) -> np.ndarray:
         return x[(slice(None),) * axis + (slice(k, k + 2 * n, 2),)]
 
-    return tap(0) + 4 * tap(1) + 6 * tap(2) + 4 * tap(3) + tap(4)
+    out = tap(0) + tap(4)
+    out += 4 * (tap(1) + tap(3))
+    out += 6 * tap(2)
+    return out
 
 
 def _pyramid_down(image: np.ndarray) -> np.ndarray:
     """dlib's ``pyramid_down<2>``: a separable 1-4-6-4-1 blur keeping every other row and column,
-    output pixel ``j`` drawn around input ``2j + 2``, rounded down to whole pixel values."""
-    return np.floor(_binomial_halve(_binomial_halve(image.astype(np.float32), 1), 0) / 256.0)
+    output pixel ``j`` drawn around input ``2j + 2``, rounded down to whole pixel values.
+
+    The sums are whole numbers below 256 * 16 * 16, so uint16 holds them exactly (and is the
+    cheapest type that does)."""
+    summed = _binomial_halve(_binomial_halve(image.astype(np.uint16), 1), 0)
+    return (summed >> 8).astype(np.uint8)
 
 
-def _bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``image`` sampled at ``points (..., 2)`` (x, y), truncated to uint8 as dlib does; points without
-    four neighbours inside the image are black."""
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``image`` sampled at points ``(x, y)`` (arrays of one shape), truncated to uint8 as dlib does;
+    points without four neighbours inside the image are black. Weights in float64, as dlib's."""
     h, w = image.shape[:2]
-    x, y = points[..., 0], points[..., 1]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    inside = (x0 >= 0) & (y0 >= 0) & (x0 + 1 < w) & (y0 + 1 < h)
-    x0, y0 = np.clip(x0, 0, max(w - 2, 0)), np.clip(y0, 0, max(h - 2, 0))
+    x0f, y0f = np.floor(x), np.floor(y)
+    inside = (x0f >= 0) & (y0f >= 0) & (x0f + 1 < w) & (y0f + 1 < h)
+    x0 = np.clip(x0f, 0, max(w - 2, 0)).astype(np.intp)
+    y0 = np.clip(y0f, 0, max(h - 2, 0)).astype(np.intp)
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    flat = image.reshape(h * w, -1)
+    at = y0 * w + x0
+    gx = 1 - fx
 
-    def at(dy: int, dx: int) -> np.ndarray:
-        return image[y0 + dy, x0 + dx].astype(np.float64)
+    def pixels(offset: int) -> np.ndarray:
+        return np.take(flat, at + offset, axis=0)  # 4x faster than flat[at] (measured)
 
-    top = at(0, 0) * (1 - fx) + at(0, 1) * fx
-    bottom = at(1, 0) * (1 - fx) + at(1, 1) * fx
-    out = top * (1 - fy) + bottom * fy
+    top = gx * pixels(0) + fx * pixels(1)
+    bottom = gx * pixels(w) + fx * pixels(w + 1)
+    out = (1 - fy) * top + fy * bottom
     out[~inside] = 0
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(out, 0, 255).astype(np.uint8).reshape(x.shape + image.shape[2:])
 
 
 def _pyramid_levels(scale: float, size: int) -> int:
@@ -179,12 +189,12 @@ def extract_chips(image: np.ndarray, transforms: Sequence[np.ndarray], size: int
     transforms = np.asarray(transforms, np.float64).reshape(-1, 2, 3)
     out = np.empty((len(transforms), size, size, 3), np.uint8)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    grid = np.stack([xs, ys, np.ones_like(xs)], axis=-1)
-    points = np.einsum("hwk,njk->nhwj", grid, transforms)
+    t = transforms[:, :, :, None, None]
+    points = np.stack([t[:, j, 0] * xs + t[:, j, 1] * ys + t[:, j, 2] for j in (0, 1)], axis=-1)
     levels = np.array([_pyramid_levels(float(np.hypot(m[0, 0], m[1, 0])), size) for m in transforms], dtype=int)
     direct = np.flatnonzero(levels == 0)
     if len(direct):
-        out[direct] = _bilinear(image, points[direct])
+        out[direct] = _bilinear(image, points[direct, ..., 0], points[direct, ..., 1])
     h, w = image.shape[:2]
     for i in np.flatnonzero(levels > 0):
         corners = points[i][[0, 0, -1, -1], [0, -1, 0, -1]]
@@ -197,7 +207,7 @@ def extract_chips(image: np.ndarray, transforms: Sequence[np.ndarray], size: int
             if min(src.shape[:2]) <= 8:
                 break
             src, p = _pyramid_down(src), p / 2 - [1.25, 0.75]
-        out[i] = _bilinear(src, p)
+        out[i] = _bilinear(src, p[..., 0], p[..., 1])
     return out
 
 

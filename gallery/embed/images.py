@@ -72,7 +72,7 @@ def load_image(path: Path | str, *, max_side: Optional[int] = None) -> np.ndarra
                 scale = max_side / long_side  # the same for either orientation
                 im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
             im.load()
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # a copy only where the photo is turned
             image = _to_rgb8(im)
     if max_side is not None and long_side > max_side:
         image = resize_image(image, max_side / max(image.shape[:2]))
@@ -137,7 +137,7 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8))
 
 
 def list_photos(root: Path | str, *, labelled: bool = True) -> PhotoList:
