@@ -554,9 +554,9 @@ def _photo_options(f):
                           "(landmarks use full resolution). Where no face is found, a second search at twice the size.")(f)
     f = click.option("--upsample", type=click.IntRange(0, 3),
                      help="Instead: one search per photo, upsampled N times (finds smaller faces, 4x slower each time).")(f)
-    f = click.option("--detector", type=click.Choice(DETECTORS), default="hog", show_default=True,
-                     help="hog: fast on a CPU; cnn: dlib's MMOD detector run in torch (dlib's boxes), finds more "
-                          "faces, on the encoder's GPU with --device cuda, slow on a CPU.")(f)
+    f = click.option("--detector", type=click.Choice(("auto", *DETECTORS)), default="auto", show_default=True,
+                     help="auto: cnn on the encoder's GPU when the encoder runs on CUDA, else hog. hog: fast on a CPU; "
+                          "cnn: dlib's MMOD detector run in torch (dlib's boxes), finds more faces, slow on a CPU.")(f)
     return f
 
 
@@ -586,8 +586,9 @@ def build(photos, gallery_dir, model, faces, landmarks, detector, upsample, max_
     \b
     Each photo's faces are found, aligned and encoded; corrupt files and photos without a face are
     reported and skipped. The outcome of every photo is written to report-<N>.json in the gallery.
-    An interrupted build resumes when rerun. With --engine ray, detection runs in Ray tasks and
-    encoding in Ray actors (one per GPU); the gallery written is the same. Example:
+    An interrupted build resumes when rerun. With --engine ray, encoding runs in Ray actors (one per
+    GPU) and HOG detection in Ray tasks; the CNN detects in the encoder actors. The gallery written
+    is the same. Example:
       gallery build photos/ && gallery query probe.jpg -k 5
     """
     from .gallery import Gallery

@@ -274,13 +274,16 @@ def enrol_photos(
             notify(progress, f"resuming: {len(photos.photos) - len(todo)} of {len(photos.photos)} photos already done")
         last_flush = time.monotonic()
         if engine == "ray":
-            from .distributed.embedding import embed_photos
+            from .distributed.embedding import cluster_detector, embed_photos
 
-            embedded = embed_photos(todo, encoder, detector=detector, address=address, progress=progress, total=len(todo))
+            used = cluster_detector(detector, address)
+            embedded = embed_photos(todo, encoder, detector=used, address=address, progress=progress, total=len(todo))
         else:
             from .embed import embed_photos
+            from .embed.pipeline import resolve_detector
 
-            embedded = embed_photos(todo, encoder, detector=detector, workers=workers, progress=progress, total=len(todo))
+            used = resolve_detector(detector, getattr(encoder, "device", None))
+            embedded = embed_photos(todo, encoder, detector=used, workers=workers, progress=progress, total=len(todo))
         for item in embedded:
             entry, chosen = photo_outcome(item, faces)
             append_source_log(log, [entry], mode=change.mode)
@@ -299,7 +302,7 @@ def enrol_photos(
                                     "nothing was written")
         change.report = {"operation": "add" if create is None else "build", "generation": m.generation + 1,
                          "model": encoder.name, "photos_root": str(photos.root) if photos.root else None,
-                         "faces_policy": faces, "detector": detector, "summary": summary, "sources": entries,
+                         "faces_policy": faces, "detector": used, "summary": summary, "sources": entries,
                          "ignored": [{"file": f, "reason": why} for f, why in photos.ignored]}
         manifest = run.commit()
     return manifest, change.report

@@ -171,7 +171,7 @@ class Gallery:
         *,
         model: str = "dlib-resnet",
         faces: str = "largest",
-        detector: str = "hog",
+        detector: str = "auto",
         landmarks: Optional[int] = None,
         upsample: Optional[int] = None,
         max_side: Optional[int] = None,
@@ -192,7 +192,8 @@ class Gallery:
 
         Every photo's faces are detected, aligned and encoded with ``model`` (see
         :func:`gallery.embed.get_encoder`); ``faces`` says which face of a photo with several is
-        enrolled ("largest", "all", or "single" to skip such photos). The outcome of every photo is in
+        enrolled ("largest", "all", or "single" to skip such photos). ``detector`` is "hog", "cnn" or "auto"
+        (dlib's CNN on the encoder's GPU when the encoder runs on CUDA, else HOG). The outcome of every photo is in
         :attr:`last_report` and in ``report-<generation>.json`` beside the manifest. An interrupted
         build resumes when called again with the same arguments. ``engine="ray"`` embeds on a Ray
         cluster (``address``, else ``RAY_ADDRESS``, else a local one) and writes the same gallery.
@@ -448,7 +449,7 @@ class Gallery:
         *,
         model: Optional[str] = None,
         faces: str = "largest",
-        detector: str = "hog",
+        detector: str = "auto",
         landmarks: Optional[int] = None,
         upsample: Optional[int] = None,
         max_side: Optional[int] = None,
@@ -483,7 +484,7 @@ class Gallery:
         k: int = 5,
         *,
         threshold: Optional[float] = None,
-        detector: str = "hog",
+        detector: str = "auto",
         upsample: Optional[int] = None,
         max_side: Optional[int] = None,
         workers: Optional[int] = None,
@@ -506,7 +507,7 @@ class Gallery:
         k: int = 5,
         *,
         threshold: Optional[float] = None,
-        detector: str = "hog",
+        detector: str = "auto",
         upsample: Optional[int] = None,
         max_side: Optional[int] = None,
         workers: Optional[int] = None,
@@ -522,12 +523,12 @@ class Gallery:
         ``gallery query`` prints). ``progress`` shows a bar only for more than one photo.
         """
         from .embed import align_photos, gather_photos
-        from .embed.pipeline import encode_chips
+        from .embed.pipeline import encode_chips, resolve_detector
 
         items = [paths] if isinstance(paths, (str, Path)) else list(paths)
         found = gather_photos(items, labelled=False)
         encoder = self.encoder(device=device)
-        options = _detector_options(detector, None, upsample, max_side)
+        options = resolve_detector(_detector_options(detector, None, upsample, max_side), getattr(encoder, "device", None))
         shown = progress if len(found.photos) > 1 else False
         for item in align_photos(found.photos, encoder.chip, detector=options, workers=workers, progress=shown,
                                  total=len(found.photos), desc="reading probes"):

@@ -237,3 +237,11 @@ def test_a_folder_without_a_gallery_names_both_ways_to_build_one(tmp_path):
     assert r.output == (f"Error: {tmp_path / 'empty'}: not a gallery (no manifest.json); build one from photos with "
                         "`gallery build PHOTOS` (Gallery.from_photos) or from vectors with `gallery import-vectors FILE` "
                         "(Gallery.from_vectors)\n")
+
+
+def test_the_detector_defaults_to_auto_and_the_help_says_what_auto_picks():
+    for command in ("build", "add", "query"):
+        text = " ".join(run(command, "--help").output.split())
+        assert "--detector [auto|hog|cnn]" in text, command
+        assert "auto: cnn on the encoder's GPU when the encoder runs on CUDA, else hog." in text, command
+        assert "[default: auto]" in text.split("--detector", 1)[1].split("--", 1)[0], command

@@ -1,8 +1,12 @@
-"""Distributed photo embedding: decode + detect + align in Ray tasks, encode in a pool of encoder actors.
+"""Distributed photo embedding: the CPU stages in Ray tasks, the torch stages in a pool of encoder actors.
 
-The driver keeps the photos' order and yields the same :class:`~gallery.embed.pipeline.EmbeddedPhoto`
-stream as the local pipeline, so enrolment (shards, manifest, resume) is the same code for both
-engines. Each stage runs the local pipeline's functions, so the vectors are the local build's.
+With HOG, photos are decoded, searched and aligned in Ray tasks and their chips encoded in the
+actors. With the CNN detector (what ``auto`` picks on a GPU cluster), detection is a torch stage too:
+each actor decodes, detects on its encoder's device, aligns and encodes whole chunks of photos, so a
+GPU build is not bound by CPU detection. The driver keeps the photos' order and yields the same
+:class:`~gallery.embed.pipeline.EmbeddedPhoto` stream as the local pipeline, so enrolment (shards,
+manifest, resume) is the same code for both engines. Each stage runs the local pipeline's functions,
+so the vectors are the local build's.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..embed.pipeline import AlignedPhoto, EmbeddedPhoto, align_batch, detector_options, encode_chips, with_vectors
+from ..embed.pipeline import (AlignedPhoto, EmbeddedPhoto, align_batch, detector_options, encode_aligned,
+                              encode_chips, resolve_detector, with_vectors)
 from ..errors import ModelMismatchError
 from ..progress import progress_bar
 from .cluster import cluster_cpus, cluster_gpus, connect
 
 #: Photos per alignment task: enough to amortise a task's overhead, few enough to keep every worker busy.
 PHOTOS_PER_TASK = 4
+#: Photos per call of an actor that detects and encodes: enough faces for a GPU batch from one call.
+PHOTOS_PER_ENCODER_CALL = 16
+#: Actors per GPU when they detect too: decoding, landmarks and alignment are CPU work inside each
+#: actor, so a second actor keeps the GPU busy while the first one does them (not yet measured on a GPU).
+DETECTING_ENCODERS_PER_GPU = 2
 #: Restarts of a dead encoder actor (Ray retries the batch it was encoding).
 MAX_RESTARTS = 3
 
@@ -38,6 +48,20 @@ class EncoderServer:
     def encode(self, chips: np.ndarray) -> np.ndarray:
         return encode_chips(chips, self.encoder)
 
+    def embed(self, photos: list, chip, options: dict) -> list[EmbeddedPhoto]:
+        """Decode, detect (on this actor's encoder device), align and encode ``photos``, as the local pipeline does."""
+        device = str(getattr(self.encoder, "device", None) or "cpu")
+        return list(encode_aligned(align_batch(photos, chip, {**options, "device": device}), self.encoder))
+
+
+def cluster_detector(detector: Optional[dict] = None, address: Optional[str] = None) -> dict:
+    """The detector options a Ray build uses: :func:`~gallery.embed.pipeline.resolve_detector` for the
+    encoder actors' device (a GPU when the cluster has one), without a device: each actor detects on its own."""
+    connect(address)
+    options = resolve_detector(detector, "cuda" if cluster_gpus() else "cpu")
+    options.pop("device", None)
+    return options
+
 
 def embed_photos(
     photos: Iterable,
@@ -52,25 +76,56 @@ def embed_photos(
 ) -> Iterator[EmbeddedPhoto]:
     """Embed every face of every photo on a Ray cluster; one :class:`EmbeddedPhoto` per photo, in input order.
 
-    ``encoders`` is the size of the encoder pool: by default one per GPU, else one per two CPUs. Each
-    alignment task and CPU encoder asks for half a CPU, so neither stage can starve the other.
+    The detector is :func:`cluster_detector`'s. ``encoders`` is the size of the encoder pool: by default
+    one per GPU (:data:`DETECTING_ENCODERS_PER_GPU` when they detect), else one per two CPUs (one per
+    CPU when they detect, since they then do all the work). Each alignment task and CPU encoder asks
+    for half a CPU, so neither stage can starve the other.
     """
     ray = connect(address)
-    options = detector_options(encoder.chip, detector)
+    options = detector_options(encoder.chip, cluster_detector(detector))
+    detecting = options["method"] == "cnn"
     gpus = cluster_gpus()
     cpus = cluster_cpus()
-    n_encoders = int(encoders or (gpus if gpus else max(1, int(cpus // 2))))
-    server = ray.remote(EncoderServer).options(num_cpus=0.5, num_gpus=1 if gpus else 0,
+    per_gpu = DETECTING_ENCODERS_PER_GPU if detecting else 1
+    n_encoders = int(encoders or (gpus * per_gpu if gpus else max(1, int(cpus if detecting else cpus // 2))))
+    server = ray.remote(EncoderServer).options(num_cpus=0.5, num_gpus=1 / per_gpu if gpus else 0,
                                                max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
     device = "cuda" if gpus else "cpu"
     pool = [server.remote(encoder.spec, encoder.fingerprint, device) for _ in range(n_encoders)]
+    bar = progress_bar(progress, total=total, desc=desc, unit="img")
+    try:
+        if detecting:
+            yield from _detect_in_encoders(ray, pool, photos, encoder.chip, options, bar)
+        else:
+            yield from _align_in_tasks(ray, pool, photos, encoder, options, bar, window=max(2, int(cpus * 2)))
+    finally:
+        bar.close()
+        for actor in pool:
+            ray.kill(actor, no_restart=True)
+
+
+def _detect_in_encoders(ray, pool: list, photos: Iterable, chip, options: dict, bar) -> Iterator[EmbeddedPhoto]:
+    """Chunks of photos sent round-robin to the actors, two calls in flight per actor, results in order."""
+    chunks = _chunks(photos, PHOTOS_PER_ENCODER_CALL)
+    turn = itertools.cycle(pool)
+    calls = deque(next(turn).embed.remote(chunk, chip, options) for chunk in itertools.islice(chunks, 2 * len(pool)))
+    while calls:
+        done = ray.get(calls.popleft())
+        chunk = next(chunks, None)
+        if chunk is not None:
+            calls.append(next(turn).embed.remote(chunk, chip, options))
+        bar.update(len(done))
+        yield from done
+
+
+def _align_in_tasks(ray, pool: list, photos: Iterable, encoder, options: dict, bar, *,
+                    window: int) -> Iterator[EmbeddedPhoto]:
+    """Photos aligned in Ray tasks (``window`` in flight), their chips encoded by the actors in turn, results in order."""
     align = ray.remote(align_batch).options(num_cpus=0.5, max_retries=MAX_RESTARTS)
-    window = max(2, int(cpus * 2))
     chunks = _chunks(photos, PHOTOS_PER_TASK)
     aligning: deque = deque()
     encoding: deque = deque()
     turn = itertools.cycle(pool)
-    bar = progress_bar(progress, total=total, desc=desc, unit="img")
 
     def encode(pending: list[AlignedPhoto]) -> None:
         chips = [p.chips for p in pending if len(p.chips)]
@@ -81,30 +136,25 @@ def embed_photos(
         call, pending = encoding.popleft()
         yield from with_vectors(pending, ray.get(call) if call is not None else None, encoder.dim)
 
-    try:
-        for chunk in itertools.islice(chunks, window):
+    for chunk in itertools.islice(chunks, window):
+        aligning.append(align.remote(chunk, encoder.chip, options))
+    pending: list[AlignedPhoto] = []
+    while aligning:
+        done = ray.get(aligning.popleft())
+        chunk = next(chunks, None)
+        if chunk is not None:
             aligning.append(align.remote(chunk, encoder.chip, options))
-        pending: list[AlignedPhoto] = []
-        while aligning:
-            done = ray.get(aligning.popleft())
-            chunk = next(chunks, None)
-            if chunk is not None:
-                aligning.append(align.remote(chunk, encoder.chip, options))
-            for item in done:
-                pending.append(item)
-                bar.update(1)
-                if sum(len(p.chips) for p in pending) >= encoder.batch_size:
-                    encode(pending)
-                    pending = []
-            while len(encoding) > n_encoders:
-                yield from finish()
-        encode(pending)
-        while encoding:
+        for item in done:
+            pending.append(item)
+            bar.update(1)
+            if sum(len(p.chips) for p in pending) >= encoder.batch_size:
+                encode(pending)
+                pending = []
+        while len(encoding) > len(pool):
             yield from finish()
-    finally:
-        bar.close()
-        for actor in pool:
-            ray.kill(actor, no_restart=True)
+    encode(pending)
+    while encoding:
+        yield from finish()
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

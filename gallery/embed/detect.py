@@ -147,6 +147,9 @@ class FaceDetector:
         upsample: Optional[int] = None,
         device: Optional[str] = None,
     ):
+        if method == "auto":  # the choice depends on the encoder's device, which a detector does not know
+            raise InvalidInputError("the auto face detector is chosen from the encoder's device; pass "
+                                    "gallery.embed.pipeline.resolve_detector(options, encoder.device), or hog or cnn")
         if method not in DETECTORS:
             raise InvalidInputError(f"unknown face detector {method!r}; choose one of: {', '.join(DETECTORS)}")
         if landmarks not in LANDMARK_MODELS:

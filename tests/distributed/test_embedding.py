@@ -1,6 +1,7 @@
 """A photo build on Ray writes the gallery a local build writes, and resumes like one."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from builds import copied_photos, interrupt_after_shards
 from gallery import Gallery
 from gallery.cli import main
+from gallery.distributed import embedding
 
 FACES = Path(__file__).resolve().parents[2].parent / "shared" / "faces"
 pytestmark = [pytest.mark.skipif(not FACES.is_dir(), reason=f"the shared real photos are not at {FACES}"),
@@ -83,3 +85,34 @@ def test_cli_build_on_ray_then_query_on_shards(ray_cluster, tmp_path):
     assert answer.exit_code == 0, answer.output
     face = json.loads(answer.output.splitlines()[-1])["faces"][0]
     assert face["identity"] == "obama"
+
+
+#: A few photos for the CNN detector, which takes about a second a photo on a CPU.
+CNN_PHOTOS = ["kit_harington/john2.jpeg", "obama/obama2.jpg", "rose_leslie/img2.jpg", "biden/biden2.jpg"]
+
+
+def test_auto_is_hog_on_a_cluster_without_gpus(ray_cluster):
+    assert embedding.cluster_detector({"method": "auto", "landmarks": 68}) == {"method": "hog", "landmarks": 68}
+    assert embedding.cluster_detector({"method": "cnn", "device": "cuda:3"}) == {"method": "cnn"}
+
+
+def test_the_cnn_detects_in_the_encoder_actors_as_a_local_build_does(ray_cluster, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    for name in CNN_PHOTOS:
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FACES / "gallery" / name, photos / name)
+    local = Gallery.from_photos(photos, tmp_path / "local", faces="all", detector="cnn", workers=0, progress=False)
+
+    def no_alignment_tasks(*args, **kwargs):
+        raise AssertionError("the CNN build aligned in Ray tasks instead of the encoder actors")
+
+    monkeypatch.setattr(embedding, "_align_in_tasks", no_alignment_tasks)
+    g = Gallery.from_photos(photos, tmp_path / "ray", faces="all", detector="cnn", engine="ray", progress=False)
+    assert g.last_report["detector"] == local.last_report["detector"] == {"method": "cnn"}
+    assert g.last_report["sources"] == local.last_report["sources"]
+    assert g.last_report["summary"]["enrolled"] >= len(CNN_PHOTOS)
+    ours, theirs = vectors_by_source(g), vectors_by_source(local)
+    assert ours.keys() == theirs.keys()
+    for key, (label, v) in ours.items():
+        assert label == theirs[key][0]
+        assert float(v @ theirs[key][1]) >= 0.99999, key

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from gallery.embed import Photo, embed_photos, get_encoder
+from gallery.embed import FaceDetector, Photo, align_photos, embed_photos, get_encoder, load_image
+from gallery.embed.pipeline import resolve_detector
+from gallery.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +78,40 @@ def test_the_cpu_encoder_leaves_the_detection_workers_their_cores(encoder, photo
     seen.threads.clear()
     list(embed_photos(photos, seen, workers=0, progress=False))
     assert set(seen.threads) == {before}
+
+
+@pytest.mark.parametrize("options, device, expected", [
+    ({}, "cpu", {"method": "hog"}),
+    ({"method": "auto", "landmarks": 68}, "cpu", {"method": "hog", "landmarks": 68}),
+    ({"method": "auto"}, None, {"method": "hog"}),
+    ({"method": "auto"}, "cuda:0", {"method": "cnn", "device": "cuda:0"}),
+    ({"method": "auto", "max_side": 800}, "cuda", {"method": "cnn", "max_side": 800, "device": "cuda"}),
+    ({"method": "hog"}, "cuda", {"method": "hog"}),
+    ({"method": "cnn"}, "cpu", {"method": "cnn"}),
+    ({"method": "cnn"}, "cuda:1", {"method": "cnn", "device": "cuda:1"}),
+    ({"method": "cnn", "device": "cpu"}, "cuda", {"method": "cnn", "device": "cpu"}),
+    ({"method": "auto", "device": "cuda:1"}, "cuda:0", {"method": "cnn", "device": "cuda:1"}),
+])
+def test_auto_is_the_cnn_on_a_cuda_encoder_and_hog_elsewhere(options, device, expected):
+    assert resolve_detector(options, device) == expected
+
+
+def test_a_torch_cuda_device_resolves_without_a_gpu():
+    torch = pytest.importorskip("torch")
+    assert resolve_detector(None, torch.device("cuda")) == {"method": "cnn", "device": "cuda"}
+    assert resolve_detector(None, torch.device("cuda", 1)) == {"method": "cnn", "device": "cuda:1"}
+    assert resolve_detector(None, torch.device("cpu")) == {"method": "hog"}
+
+
+def test_auto_on_a_cpu_encoder_finds_hogs_faces(photos):
+    hog = FaceDetector("hog")
+    found = list(embed_photos(photos, get_encoder(device="cpu"), detector={"method": "auto"}, workers=0, progress=False))
+    assert sum(e.n_faces for e in found) >= 5
+    for e in found:
+        expected = [] if e.error else hog.detect(load_image(e.photo.path))
+        assert [(f.box, f.score) for f in e.faces] == [(f.box, f.score) for f in expected], e.photo.source
+
+
+def test_the_auto_detector_needs_the_encoder_to_be_chosen(encoder, photos):
+    with pytest.raises(InvalidInputError, match="the auto face detector is chosen from the encoder's device"):
+        list(align_photos(photos, encoder.chip, detector={"method": "auto"}, workers=0, progress=False))
