@@ -2,7 +2,7 @@
 
 The index files are FAISS's; the arithmetic that must run at the machine's matrix-multiply speed
 does not go through FAISS's BLAS: flat search reads the vectors out of the ``IndexFlat`` and searches
-them with :func:`~gallery.index.exact.exact_search` (torch), and IVF training runs
+them with :func:`~gallery.index.exact.exact_search`, and IVF training runs
 :func:`~gallery.index.kmeans.spherical_kmeans` and hands FAISS the centroids.
 """
 
@@ -224,11 +224,15 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
 
 
 def set_threads(n: int) -> None:
-    """Threads FAISS and torch may use in this process (a shard actor shares its machine with the other shards)."""
+    """Threads FAISS, torch and the BLAS libraries (numpy's runs exact search) may use in this process
+    (a shard actor shares its machine with the other shards)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
-    faiss.omp_set_num_threads(max(1, int(n)))
-    torch.set_num_threads(max(1, int(n)))
+    n = max(1, int(n))
+    faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
+    threadpool_limits(n, user_api="blas")
 
 
 def training_sample(n: int, spec: IndexSpec, *, seed: int = 1234) -> np.ndarray:

@@ -277,3 +277,21 @@ def test_per_call_nprobe_survives_faiss_torch_utils(ivf, data, table):
     few = recall_at_10(ivf, data, table, nprobe=1, rerank=16)
     many = recall_at_10(ivf, data, table, nprobe=64, rerank=16)
     assert few < many
+
+
+def test_set_threads_caps_faiss_torch_and_the_blas_that_exact_search_multiplies_with():
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from gallery.index import set_threads
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    with threadpool_limits(limits=None):  # the BLAS limits are put back on leaving
+        try:
+            set_threads(1)
+            blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+            assert blas and all(lib["num_threads"] == 1 for lib in blas)
+            assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        finally:
+            torch.set_num_threads(before[0])
+            faiss.omp_set_num_threads(before[1])
