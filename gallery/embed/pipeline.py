@@ -123,8 +123,8 @@ def resolve_detector(options: Optional[dict], encoder_device: Optional[object]) 
 
     The rule lives here alone because only a caller holding the encoder knows its device: the local
     pipeline, the query path and the Ray driver (for its encoder actors) all call it. On a GPU the CNN
-    finds faces HOG misses and frees the CPUs from detection; on a CPU it is about 30x slower than HOG
-    (0.5 against 15 photos/s on 2 cores, ``benchmarks/README.md``).
+    finds faces HOG misses and frees the CPUs from detection; on a CPU its detection takes about 15 times
+    as long as HOG's (0.43 s a shared photo on 2 threads against 29 ms on one core, ``benchmarks/README.md``).
     ``encoder_device`` is a ``torch.device``, a string, or None (an encoder without one: the CPU).
 
     >>> resolve_detector({}, "cpu")["method"]

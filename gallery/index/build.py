@@ -67,7 +67,7 @@ class VectorIndex:
         return bool(self.index.is_trained)
 
     def train(self, sample: np.ndarray, *, seed: int = 1234) -> None:
-        """Train the coarse quantizer (spherical k-means through torch, as FAISS's own for an inner-product
+        """Train the coarse quantizer (spherical k-means through :func:`exact_search`, as FAISS's own for an inner-product
         IVF) and then FAISS's PQ codebooks on ``sample``."""
         if self.is_trained:
             return

@@ -1,4 +1,4 @@
-"""Exact inner-product top-k as blocked matrix products through torch: sgemm speed on CPU or GPU.
+"""Exact inner-product top-k as blocked matrix products (numpy's BLAS on the CPU, torch on a GPU): sgemm speed.
 
 The OpenBLAS bundled in the faiss-cpu wheel can run at a small fraction of the machine's
 matrix-multiply throughput (it picks its kernel by CPU detection, which misfires on some
