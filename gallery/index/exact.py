@@ -15,6 +15,13 @@ Ties are broken by storage position (the earlier vector first), the rule of a st
 use stable sorts. So float32 answers equal a numpy ``argsort(-S, kind="stable")`` brute force
 whenever the two compute the same scores.
 
+The scores returned are not the block products' own: a BLAS sums a dot product in an order that
+depends on the shapes it is given, so the same query and vector could score 1 ulp apart alone
+and in a batch, or in a whole gallery and in one of its shards, and an inclusive threshold would
+then accept one and not the other. Each returned (query, vector) pair is scored again in float64
+and rounded to float32 (the same for any batch or partition, and closer to the true cosine), and
+the top-k is re-sorted by that score, earlier rows first among equal ones.
+
 >>> import numpy as np
 >>> xb = np.eye(4, dtype=np.float32)
 >>> D, I = exact_search(xb, xb[[2]], 2)
@@ -33,6 +40,8 @@ import numpy as np
 Q_BLOCK = 1024
 #: Database rows per matrix product.
 DB_BLOCK = 65_536
+#: Queries re-scored together in float64 (their (block, k, d) float64 copy of the k best rows stays small).
+RESCORE_BLOCK = 64
 
 
 def _torch():
@@ -80,13 +89,28 @@ def exact_search(
     q_block = max(q_block, q_block * db_block // max(n, 1))  # a small database: more queries per product
     with torch.inference_mode():
         for s in range(0, nq, q_block):
-            v, p = _top_k_blocks(torch, xb_t, xq_t[s : s + q_block], kk, db_block)
-            D[s : s + len(v), :kk] = v.float().cpu().numpy()
+            q = xq_t[s : s + q_block]
+            _, p = _top_k_blocks(torch, xb_t, q, kk, db_block)
+            v, p = _rescored(torch, xb_t, q, p)
+            D[s : s + len(v), :kk] = v.cpu().numpy()
             I[s : s + len(v), :kk] = p.cpu().numpy()
     if ids is not None:
         ids = np.asarray(ids, dtype=np.int64)
         I[:, :kk] = ids[I[:, :kk]]
     return D, I
+
+
+def _rescored(torch, xb, q, p):
+    """float32 scores of rows ``p`` (ranked by (-score, row)) for each query of ``q``, summed in float64,
+    and the rows re-ranked by them; a stable sort keeps the given order among equal scores."""
+    out_v, out_p = [], []
+    for s in range(0, len(q), RESCORE_BLOCK):
+        rows = p[s : s + RESCORE_BLOCK]
+        v = torch.bmm(xb[rows].double(), q[s : s + RESCORE_BLOCK, :, None].double())[:, :, 0].float()
+        v, order = torch.sort(v, dim=1, descending=True, stable=True)
+        out_v.append(v)
+        out_p.append(torch.gather(rows, 1, order))
+    return torch.cat(out_v), torch.cat(out_p)
 
 
 def _top_k_blocks(torch, xb, q, k: int, db_block: int):

@@ -124,3 +124,20 @@ def test_gpu_is_a_parameter_of_exact_search():
         assert torch_device(None) == "cpu"
         with pytest.raises(RuntimeError, match="torch sees no CUDA GPU"):
             torch_device(True)
+
+
+def test_a_pair_scores_the_same_alone_in_a_batch_and_in_a_shard_of_the_database():
+    """An inclusive threshold must accept a probe whether it is searched alone or in a batch, against a
+    whole gallery or one of its shards: the BLAS's summation order may not show in the scores."""
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((6000, 512)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = xb[rng.choice(6000, 500)] + 0.3 * rng.standard_normal((500, 512)).astype(np.float32)
+    D_batch, I_batch = exact_search(xb, xq, 3)
+    alone = [exact_search(xb, xq[i : i + 1], 3) for i in range(0, 500, 25)]
+    assert [d[0].tolist() for d, _ in alone] == [D_batch[i].tolist() for i in range(0, 500, 25)]
+    D_shard, I_shard = exact_search(xb[:3000], xq, 1, db_block=1000)
+    same = I_batch[:, 0] < 3000
+    assert same.sum() > 100
+    assert (I_shard[same, 0] == I_batch[same, 0]).all()
+    assert D_shard[same, 0].tolist() == D_batch[same, 0].tolist()
