@@ -82,7 +82,7 @@ def embed_photos(
     for half a CPU, so neither stage can starve the other.
     """
     ray = connect(address)
-    options = detector_options(encoder.chip, cluster_detector(detector))
+    options = detector_options(encoder.chip, cluster_detector(detector, address))
     detecting = options["method"] == "cnn"
     gpus = cluster_gpus()
     cpus = cluster_cpus()

@@ -19,8 +19,9 @@ The scores returned are not the block products' own: a BLAS sums a dot product i
 depends on the shapes it is given, so the same query and vector could score 1 ulp apart alone
 and in a batch, or in a whole gallery and in one of its shards, and an inclusive threshold would
 then accept one and not the other. Each returned (query, vector) pair is scored again in float64
-and rounded to float32 (the same for any batch or partition, and closer to the true cosine), and
-the top-k is re-sorted by that score, earlier rows first among equal ones.
+and rounded to float32, and the top-k is re-sorted by that score, earlier rows first among equal
+ones. The rounding hides the float64 sum's own order (it could show only for a sum within about
+1e-16 of a float32 rounding boundary), and the score is closer to the true cosine.
 
 >>> import numpy as np
 >>> xb = np.eye(4, dtype=np.float32)

@@ -45,7 +45,7 @@ the tables):
   exact search's on every data model; FNIR does not on these two. Such a gallery needs a larger
   per-call ``nprobe``, or ``flat``; ``gallery calibrate`` measures FPIR through whichever index the
   gallery searches with, so its threshold holds either way.
-* **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 18-19x as many queries
+* **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 14-19x as many queries
   as exact search at the machine's matmul limit (numpy's sgemm, 79-91% of which exact search
   reaches on 1000-probe batches), the same at 100%, 50% and 10% mated traffic.
 
