@@ -39,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gallery.embed import FaceDetector, Photo, align_face, embed_photos, get_encoder, load_image  # noqa: E402
+from gallery.embed import FaceDetector, Photo, align_face, decode_photo, embed_photos, get_encoder, load_image  # noqa: E402
 from gallery.embed.align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
@@ -218,14 +218,14 @@ def stage_times(paths: dict[str, Path], options: dict, per_photo_upsample: bool,
         key = tuple(sorted(opts.items()))
         detector = detectors.get(key) or detectors.setdefault(key, FaceDetector("hog", **opts))
         c = clock()
-        image = load_image(path)
+        photo = decode_photo(path)
         t["decode"] += clock() - c
         c = clock()
-        boxes = detector.find_boxes(image)
+        boxes = detector.find_boxes(photo)
         t["detect"] += clock() - c
         c = clock()
-        faces = detector.fit_landmarks(image, boxes)
-        chips.append(align_faces(image, faces, encoder.chip))
+        faces = detector.fit_landmarks(photo.pixels, boxes)
+        chips.append(align_faces(photo.pixels, faces, encoder.chip))
         t["landmarks+align"] += clock() - c
         found[rel] = len(faces)
     batch = np.concatenate(chips)
@@ -276,12 +276,13 @@ def decode_times(paths: dict[str, Path], side: int = 640) -> dict[str, float]:
     """CPU ms per photo (best of 3) of the ways to get the full-size pixels and a copy of long side ``side``."""
     from gallery.embed.images import resize_image
 
-    def shrunk(image: np.ndarray) -> np.ndarray:
+    def shrunk(image) -> np.ndarray:
         return resize_image(image, min(1.0, side / max(image.shape[:2])), gray=True)
 
     ways = {
         "full decode": lambda p: load_image(p),
-        f"full decode, then a gray copy shrunk to {side} (the pipeline)": lambda p: shrunk(load_image(p)),
+        f"full decode, then a gray copy shrunk to {side} from the array": lambda p: shrunk(load_image(p)),
+        f"full decode, then a gray copy shrunk to {side} from Pillow's image (the pipeline)": lambda p: shrunk(decode_photo(p)),
         f"draft decode to {side} only (no full-size pixels)": lambda p: load_image(p, max_side=side),
         f"draft decode to {side}, then a full decode (draft first)": lambda p: (load_image(p, max_side=side), load_image(p)),
     }

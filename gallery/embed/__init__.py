@@ -12,8 +12,8 @@ _MODULES = {
                "similarity_transform"),
     ".detect": ("DETECTORS", "Face", "FaceDetector"),
     ".encoders": ("DEFAULT_MODEL", "ENCODERS", "Encoder", "get_encoder"),
-    ".images": ("IMAGE_SUFFIXES", "ImageError", "Photo", "PhotoList", "face_thumbnail", "gather_photos", "list_photos",
-                "load_image"),
+    ".images": ("IMAGE_SUFFIXES", "DecodedPhoto", "ImageError", "Photo", "PhotoList", "decode_photo", "face_thumbnail",
+                "gather_photos", "list_photos", "load_image"),
     ".pipeline": ("AlignedPhoto", "EmbeddedPhoto", "align_photos", "embed_photos"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import InvalidInputError
-from .images import resize_image
+from .images import DecodedPhoto, resize_image
 
 DETECTORS = ("hog", "cnn")
 LANDMARK_MODELS = (5, 68)
@@ -179,11 +179,12 @@ class FaceDetector:
     def config(self) -> dict:
         return {"method": self.method, "landmarks": self.landmarks, "max_side": self.max_side, "upsample": self.upsample}
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an ``(H, W, 3) uint8`` RGB image, largest first."""
-        return self.fit_landmarks(image, self.find_boxes(image))
+    def detect(self, image: np.ndarray | DecodedPhoto) -> list[Face]:
+        """Faces in an ``(H, W, 3) uint8`` RGB image (or a decoded photo, whose small copies come faster), largest first."""
+        pixels = image.pixels if isinstance(image, DecodedPhoto) else image
+        return self.fit_landmarks(pixels, self.find_boxes(image))
 
-    def find_boxes(self, image: np.ndarray) -> list[Box]:
+    def find_boxes(self, image: np.ndarray | DecodedPhoto) -> list[Box]:
         """The face boxes in ``image``'s pixels and their scores, without landmarks, by this module's rule."""
         h, w = image.shape[:2]
         side = min(max(h, w), self.max_side)

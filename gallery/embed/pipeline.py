@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..vectors import as_embeddings
 from .align import ChipSpec, align_faces
 from .detect import Face, FaceDetector
-from .images import Photo, load_image
+from .images import Photo, decode_photo
 
 if TYPE_CHECKING:  # the encoders need torch, which detection workers never import
     from .encoders import Encoder
@@ -89,9 +89,9 @@ def _detect(photo: Photo) -> AlignedPhoto:
     """Decode, detect and align one photo; any failure becomes the photo's error, never the build's."""
     chip: ChipSpec = _WORKER["chip"]
     try:
-        image = load_image(photo.path)
+        image = decode_photo(photo.path)
         faces = _WORKER["detector"].detect(image)
-        chips = align_faces(image, faces, chip)
+        chips = align_faces(image.pixels, faces, chip)
         return AlignedPhoto(photo, faces, chips)
     except InvalidInputError as e:
         return AlignedPhoto(photo, [], np.empty((0, chip.size, chip.size, 3), np.uint8), str(e))
@@ -215,9 +215,7 @@ def embed_photos(
                 encoded = list(encode_aligned(pending, encoder))
             yield from encoded
             pending = []
-    with _cores_left_by(workers, encoder):
-        encoded = list(encode_aligned(pending, encoder))
-    yield from encoded
+    yield from encode_aligned(pending, encoder)  # the workers have finished: the last batch has every core
 
 
 @contextmanager

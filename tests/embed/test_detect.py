@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gallery.embed import IMAGE_SUFFIXES, FaceDetector, load_image
+from gallery.embed import IMAGE_SUFFIXES, FaceDetector, decode_photo, load_image
 from gallery.embed import detect as detect_module
 from gallery.errors import InvalidInputError
 
@@ -90,8 +90,15 @@ def labelled_faces(faces_dir):
 def test_the_default_rule_finds_every_labelled_face_of_the_shared_photos(hog, faces_dir):
     labels = labelled_faces(faces_dir)
     assert len(labels) == 26
-    found = {rel: len(hog.find_boxes(load_image(faces_dir / rel))) for rel in labels}
+    found = {rel: len(hog.find_boxes(decode_photo(faces_dir / rel))) for rel in labels}
     assert {rel: n for rel, n in found.items() if n < labels[rel]} == {}
+
+
+@pytest.mark.parametrize("name", ["misc/two_people.jpg", "probes/obama_and_biden.jpg", "misc/32bit.png"])
+def test_a_decoded_photo_gives_the_faces_of_its_pixels(hog, faces_dir, name):
+    photo = decode_photo(faces_dir / name)
+    assert hog.find_boxes(photo) == hog.find_boxes(photo.pixels)
+    assert [f.box for f in hog.detect(photo)] == [f.box for f in hog.detect(photo.pixels)]
 
 
 @pytest.fixture(scope="module")

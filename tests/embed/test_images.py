@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gallery.embed import ImageError, gather_photos, list_photos, load_image
+from gallery.embed import ImageError, decode_photo, gather_photos, list_photos, load_image
+from gallery.embed.images import resize_image
 from gallery.errors import InvalidInputError
 
 
@@ -32,6 +33,24 @@ def test_transparent_pixels_become_white(tmp_path, rgb):
     assert (image[:10, :10] == 255).all()
     np.testing.assert_array_equal(image[20:, 20:], rgb[20:, 20:])
 
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_an_opaque_image_with_alpha_is_its_colours(tmp_path, rgb, mode):
+    """Opaque images skip compositing (10x the cost of the conversion), to the same pixels."""
+    opaque = Image.fromarray(rgb).convert(mode)
+    opaque.save(tmp_path / "opaque.png")
+    composited = Image.alpha_composite(Image.new("RGBA", opaque.size, (255, 255, 255, 255)), opaque.convert("RGBA"))
+    np.testing.assert_array_equal(load_image(tmp_path / "opaque.png"), np.asarray(composited.convert("RGB")))
+
+
+@pytest.mark.parametrize("name", ["probes/obama1.jpg", "misc/lin-manuel-miranda.png"])
+@pytest.mark.parametrize("scale", [0.37, 1.0, 2.0])
+@pytest.mark.parametrize("gray", [False, True])
+def test_a_decoded_photo_resizes_to_what_its_pixels_would(faces_dir, name, scale, gray):
+    photo = decode_photo(faces_dir / name)
+    np.testing.assert_array_equal(photo.pixels, load_image(faces_dir / name))
+    np.testing.assert_array_equal(resize_image(photo, scale, gray=gray), resize_image(photo.pixels, scale, gray=gray))
 
 def test_exif_orientation_is_honoured(tmp_path, rgb):
     # Stored rotated 90 degrees clockwise, with the EXIF tag that says "rotate back when displaying".
