@@ -62,18 +62,24 @@ class VectorTable:
         """Global row of each id, -1 where the id is not stored (or not served)."""
         return self._row_of[ids].astype(np.int64)
 
+    def locate(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each memory-mapped ``(rows, d)`` float32 matrix holding some of ``ids``, with the row of every id
+        in it: an array shaped like ``ids``, -1 where that id is in another matrix or not stored."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = self.positions(ids.reshape(-1)).reshape(ids.shape)
+        shard = np.searchsorted(self._offsets, pos, side="right") - 1
+        shard[pos < 0] = -1
+        for s in np.flatnonzero(np.bincount(shard.reshape(-1) + 1, minlength=len(self._mats) + 1)[1:]):
+            yield self._mats[s], np.where(shard == s, pos - self._offsets[s], -1)
+
     def gather(self, ids: np.ndarray) -> np.ndarray:
         """Vectors of ``ids`` (any shape), zeros where an id is -1 or unknown; shape ids.shape + (d,)."""
         ids = np.asarray(ids, dtype=np.int64)
-        pos = self.positions(ids.reshape(-1))
-        out = np.empty((len(pos), self.dim), dtype=np.float32)
-        out[pos < 0] = 0
-        shard = np.searchsorted(self._offsets, pos, side="right") - 1
-        for s, mat in enumerate(self._mats):
-            sel = np.flatnonzero((shard == s) & (pos >= 0))
-            if len(sel):
-                out[sel] = mat[pos[sel] - self._offsets[s]]
-        return out.reshape(ids.shape + (self.dim,))
+        out = np.zeros(ids.shape + (self.dim,), dtype=np.float32)
+        for mat, rows in self.locate(ids):
+            inside = rows >= 0
+            out[inside] = mat[rows[inside]]
+        return out
 
 
 class ShardStore:
@@ -151,6 +157,8 @@ class ShardStore:
                 raise CorruptGalleryError(f"{path}: cannot memory-map shard vectors ({e})") from None
             if mat.shape != (info.rows, dim) or mat.dtype != np.float32:
                 raise CorruptGalleryError(f"{path}: shape {mat.shape} {mat.dtype}, expected ({info.rows}, {dim}) float32")
+            if not mat.flags["C_CONTIGUOUS"]:  # an edited header: re-ranking reads rows in place
+                raise CorruptGalleryError(f"{path}: vectors stored in Fortran order, expected rows one after another")
             mats.append(mat)
             id_lists.append(ids[i] if ids is not None else self.read(info, columns=["id"]).ids)
         return VectorTable(id_lists, mats, dim, only=only)

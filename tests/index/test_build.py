@@ -148,6 +148,24 @@ def test_reranked_scores_are_exact_dot_products_best_first(ivf, data, table):
         assert np.all(np.diff(D[q]) <= 0)
 
 
+
+def test_the_rerank_reads_candidates_from_every_shard_and_drops_unknown_ones(ivf, data):
+    """Vectors split over three memory-mapped matrices, as a gallery's shards are, answer like one matrix;
+    a candidate the table does not hold (a record removed since) never comes back."""
+    x, ids, xq = data
+    whole = VectorTable([ids], [x], x.shape[1])
+    cuts = [0, 1000, 5000, len(x)]
+    split = VectorTable([ids[a:b] for a, b in zip(cuts, cuts[1:])], [x[a:b] for a, b in zip(cuts, cuts[1:])], x.shape[1])
+    D, I = ivf.search(xq, 10, nprobe=16, rerank=8, vectors=whole)
+    D2, I2 = ivf.search(xq, 10, nprobe=16, rerank=8, vectors=split)
+    np.testing.assert_array_equal(I, I2)
+    np.testing.assert_array_equal(D, D2)
+    served = ids[~np.isin(ids, I[:, 0])]  # every query's best record left out
+    partial = VectorTable([served], [x[np.isin(ids, served)]], x.shape[1])
+    D3, I3 = ivf.search(xq, 10, nprobe=16, rerank=8, vectors=partial)
+    assert not np.isin(I3, I[:, 0]).any() and np.isin(I3[I3 >= 0], served).all()
+    assert (D3[:, 0] <= D[:, 0]).all()
+
 def test_without_the_vectors_ivfpq_scores_are_approximate(ivf, data):
     x, ids, xq = data
     D, I = ivf.search(xq[:40], 10)
