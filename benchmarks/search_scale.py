@@ -130,19 +130,19 @@ def group_top1(D: np.ndarray, I: np.ndarray, code_of: np.ndarray, k: int) -> tup
     return ranked[:, 0], D[:, 0]
 
 
-def rerank_in_ram(xb: np.ndarray, xq: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.einsum("qcd,qd->qc", xb[np.maximum(cand, 0)], xq)
-    scores[cand < 0] = -np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, top, 1), np.take_along_axis(cand, top, 1)
+_REFINED: dict = {}
 
 
 def raw_ivf(index: faiss.Index, xb: np.ndarray, code_of: np.ndarray, xq: np.ndarray, nprobe: int, shortlist: int):
-    D, I = knn(index, xq, max(shortlist, K_RECORDS), faiss.SearchParametersIVF(nprobe=nprobe))
-    out = []
-    for s in range(0, len(xq), 256):
-        out.append(rerank_in_ram(xb, xq[s : s + 256], I[s : s + 256], K_RECORDS))
-    return group_top1(np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out]), code_of, K)
+    """FAISS alone: ``IndexRefineFlat`` over the same IVF index (its own float copy of the vectors in RAM)
+    re-ranks ``shortlist`` candidates exactly, then the numpy identity grouping."""
+    if id(index) not in _REFINED:
+        _REFINED.clear()  # one index at a time: each holds a float copy of the gallery
+        _REFINED[id(index)] = faiss.IndexRefineFlat(index, faiss.swig_ptr(np.ascontiguousarray(xb, np.float32)))
+    params = faiss.IndexRefineSearchParameters(k_factor=max(shortlist, K_RECORDS) / K_RECORDS,
+                                               base_index_params=faiss.SearchParametersIVF(nprobe=nprobe))
+    D, I = knn(_REFINED[id(index)], xq, K_RECORDS, params)
+    return group_top1(D, I, code_of, K)
 
 
 def gallery_top1(g: Gallery, xq: np.ndarray, code: dict, **knobs):
