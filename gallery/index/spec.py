@@ -30,7 +30,8 @@ the tables):
 * **The shortlist, not k, decides whether the mate survives the 4-bit codes.** Exhaustive PQ64x4fs
   codes with 80 exactly re-ranked candidates agreed with exact search on 99.8% of mated probes, with
   160 on all of them. At nprobe 128, 80 lost 0-0.6 points against 160, and 320 won 1.5 points on
-  the varied data at 1.4-1.7x the cost (the re-rank's random reads dominate a search).
+  the varied data at 1.4-1.7x the cost (measured when the re-rank still gathered the candidates'
+  vectors into one array; it now reads them in place, and the scan of the cells costs most).
 * **nprobe follows how one identity's images spread over the cells, which depends on the data.**
   Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
   eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
@@ -45,9 +46,14 @@ the tables):
   exact search's on every data model; FNIR does not on these two. Such a gallery needs a larger
   per-call ``nprobe``, or ``flat``; ``gallery calibrate`` measures FPIR through whichever index the
   gallery searches with, so its threshold holds either way.
-* **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 14-19x as many queries
-  as exact search at the machine's matmul limit (numpy's sgemm, 79-91% of which exact search
-  reaches on 1000-probe batches), the same at 100%, 50% and 10% mated traffic.
+* **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 22-27x as many queries
+  as exact search at the machine's matmul limit (numpy's sgemm, 70-96% of which exact search
+  reaches on 1000-probe batches), the same at 100%, 50% and 10% mated traffic. Of a search, the
+  fast-scan of the cells takes about 60%, the exact re-rank of 160 candidates read in place from the
+  memory-mapped shards and the identity grouping about a fifth each. 96 cells would agree with exact
+  on 99.9% of mated probes on the even data at 33-42x (raw FAISS), but on 94.4% and 86.6% on the
+  other two; at 40x the budget is 0.25 ms a query at 1M, and the scan of an eighth of the cells alone
+  takes 0.26 ms.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks); ``gallery rebuild-index`` gives them these defaults.
