@@ -73,11 +73,19 @@ class DecodedPhoto:
         return self.pixels.shape
 
 
-def decode_photo(path: Path | str) -> DecodedPhoto:
-    """Decode ``path`` as :func:`load_image` does, keeping the Pillow image for fast smaller copies."""
+def decode_photo(path: Path | str, *, draft_side: Optional[int] = None) -> DecodedPhoto:
+    """Decode ``path`` as :func:`load_image` does, keeping the Pillow image for fast smaller copies.
+
+    With ``draft_side``, a larger JPEG is decoded at reduced scale (libjpeg's 1/2, 1/4 or 1/8), to a long
+    side still at least ``draft_side``.
+    """
     path = Path(path)
     with _reading(path):
         with Image.open(path) as im:
+            long_side = max(im.size)
+            if draft_side is not None and long_side > draft_side:
+                scale = draft_side / long_side  # the same for either orientation
+                im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
             im.load()
             ImageOps.exif_transpose(im, in_place=True)  # a copy only where the photo is turned
             return DecodedPhoto(_as_rgb8(im))
@@ -90,21 +98,11 @@ def load_image(path: Path | str, *, max_side: Optional[int] = None) -> np.ndarra
     With ``max_side``, a larger photo comes back with that long side, a JPEG decoded at reduced scale.
     Raises :class:`ImageError` naming the file when it cannot be decoded.
     """
-    if max_side is None:
-        return decode_photo(path).pixels
-    path = Path(path)
-    with _reading(path):
-        with Image.open(path) as im:
-            long_side = max(im.size)
-            if long_side > max_side:
-                scale = max_side / long_side  # the same for either orientation
-                im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)
-            image = DecodedPhoto(_as_rgb8(im))
-    if long_side > max_side:
-        return resize_image(image, max_side / max(image.shape[:2]))
-    return image.pixels
+    photo = decode_photo(path, draft_side=max_side)
+    long_side = max(photo.shape[:2])
+    if max_side is not None and long_side > max_side:
+        return resize_image(photo, max_side / long_side)
+    return photo.pixels
 
 
 def image_size(path: Path | str) -> tuple[int, int]:
