@@ -26,7 +26,7 @@ def population():
 
 def enrol(population, n_identities, root):
     names = np.unique(population.identities)[:n_identities]
-    keep = np.isin(population.identities, names)
+    keep = np.isin(population.identities.astype(str), names)
     return Gallery.from_vectors(population.vectors[keep], population.identities[keep], root, progress=False)
 
 
@@ -69,7 +69,7 @@ def test_a_calibration_holds_its_fpir_when_the_gallery_grows_tenfold(tmp_path, p
     names = np.unique(population.identities)
     g = enrol(population, 1000, tmp_path / "g")
     g.set_calibration(calibrate(g, fit_probes, [None] * len(fit_probes), target_fpir=target))
-    grown = np.isin(population.identities, names[1000:10_000])
+    grown = np.isin(population.identities.astype(str), names[1000:10_000])
     g.add_vectors(population.vectors[grown], population.identities[grown])
     t, source = g.threshold()
     assert len(g.identities) == 10_000 and source == "calibrated" and t > g.calibration.value
@@ -163,7 +163,7 @@ def test_leave_identities_out_calibrates_through_the_gallery_s_own_kind_of_index
     """An approximate index can answer "unknown" where exact search accepts an impostor, so its FPIR at a
     threshold is its own: the temporary gallery must search the way the real one does."""
     names = np.unique(population.identities)[:1300]  # enough that the leave-out gallery can still train nlist 16
-    keep = np.isin(population.identities, names)
+    keep = np.isin(population.identities.astype(str), names)
     g = Gallery.from_vectors(population.vectors[keep], population.identities[keep], tmp_path / "ivf", index="ivfpq",
                              nlist=16, pq_m=16, nprobe=3, rerank=3, progress=False)
     with leave_identities_out(g, holdout=0.2) as (sub, _, _):

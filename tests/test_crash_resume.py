@@ -1,6 +1,6 @@
 """A build killed at any point leaves the previous gallery readable, and running it again resumes.
 
-These tests start real builds in child processes (200k x 64 vectors in 5000-row shards) and stop them
+These tests start real builds in child processes (80k x 64 vectors in 5000-row shards) and stop them
 once the journal lists a few shards: with SIGKILL (a crash) and with SIGINT (Ctrl-C).
 """
 
@@ -20,7 +20,7 @@ from gallery.synthetic import synthetic_gallery
 
 pytestmark = pytest.mark.slow
 
-ROWS = 200_000
+ROWS = 80_000
 DIM = 64
 ROWS_PER_SHARD = 5_000
 
@@ -50,7 +50,7 @@ def big(tmp_path_factory):
 
 @pytest.fixture
 def root(tmp_path):
-    """The gallery folder; removed afterwards (each test leaves some 200 MB)."""
+    """The gallery folder; removed afterwards (each test leaves some 80 MB)."""
     yield tmp_path / "g"
     shutil.rmtree(tmp_path / "g", ignore_errors=True)
 
@@ -103,7 +103,7 @@ def assert_finds_its_own_vectors(g: Gallery, data, rows) -> None:
     assert all(r.matches[0].score == pytest.approx(1.0, abs=1e-5) for r in results)
 
 
-SAMPLE = np.arange(0, ROWS, 9_973)  # rows from every part of the input, early and late shards alike
+SAMPLE = np.arange(0, ROWS, 3_989)  # rows from every part of the input, early and late shards alike
 
 
 def name(value):

@@ -4,6 +4,8 @@ files, and nothing below the Gallery facade imports it."""
 import ast
 from pathlib import Path
 
+import numpy as np
+
 import gallery
 
 PACKAGE = Path(gallery.__file__).parent
@@ -88,6 +90,16 @@ ENGINES = {"torch", "faiss", "pyarrow", "h5py", "dlib", "matplotlib", "sklearn",
 def test_gallery_help_loads_no_engine():
     code = "from gallery.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     assert _modules_loaded_by(code) & ENGINES == set()
+
+
+def test_describing_a_gallery_loads_no_torch(tmp_path):
+    """``gallery info`` reads the manifest, the index and the shards; torch (3 s to import) is for search and encoding."""
+    from gallery import Gallery
+
+    Gallery.from_vectors(np.eye(4, dtype=np.float32), list("aabb"), tmp_path / "g", progress=False)
+    code = f"from gallery.cli import main\ntry:\n    main(['info', '-g', {str(tmp_path / 'g')!r}])\nexcept SystemExit:\n    pass"
+    loaded = _modules_loaded_by(code)
+    assert "faiss" in loaded and "torch" not in loaded
 
 
 def test_a_detection_worker_loads_dlib_but_no_torch_or_storage():

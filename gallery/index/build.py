@@ -47,7 +47,8 @@ class VectorIndex:
     def __init__(self, index: faiss.Index, spec: IndexSpec, *, gpu: Optional[bool] = None):
         self.index = index
         self.spec = spec
-        self._device = gpu_mod.torch_device(gpu)
+        self._asked_gpu = gpu
+        self._torch_device: Optional[str] = gpu_mod.torch_device(gpu) if gpu else None
         self._gpu = gpu_mod.use_gpu(gpu) if spec.kind != "flat" else False
         self._search_index: Optional[faiss.Index] = None
         self._exact: Optional[tuple] = None
@@ -56,6 +57,14 @@ class VectorIndex:
     def create(cls, spec: IndexSpec, *, gpu: Optional[bool] = None) -> "VectorIndex":
         index = faiss.index_factory(spec.dim, spec.factory, faiss.METRIC_INNER_PRODUCT)
         return cls(index, spec, gpu=gpu)
+
+    @property
+    def _device(self) -> str:
+        """torch's device for exact search and k-means, found on first use: reading a gallery's
+        description (``gallery info``) need not import torch."""
+        if self._torch_device is None:
+            self._torch_device = gpu_mod.torch_device(self._asked_gpu)
+        return self._torch_device
 
     @property
     def ntotal(self) -> int:
