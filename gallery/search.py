@@ -124,29 +124,34 @@ def _match(name, score, ids, scores) -> Match:
 
 def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: IdMap, names: np.ndarray, k: int) -> list[list[Match]]:
     """Group each row's records by identity in numpy; rows are sorted best first, so a group's first
-    record is its best. Only the k winning groups per query become Python objects, built from lists
-    converted once (per-element numpy access costs more than the ranking itself)."""
+    record is its best. Only the k winning groups per query become Python objects, from their
+    records alone (per-element numpy access, or converting every record, costs more than the ranking
+    itself)."""
     nq, kr = I.shape
-    codes = identity_of[I]
-    q_of, pos = np.nonzero(codes >= 0)
     out: list[list[Match]] = [[] for _ in range(nq)]
-    if len(q_of) == 0:  # no query found any record (e.g. an ivfpq search probed only empty cells)
+    codes = identity_of[I].reshape(-1)
+    held = np.flatnonzero(codes >= 0)  # row-major: by query, then best record first
+    if len(held) == 0:  # no query found any record (e.g. an ivfpq search probed only empty cells)
         return out
-    key = q_of * len(names) + codes[q_of, pos]
-    order = np.lexsort((pos, key))
-    key, q_of, pos = key[order], q_of[order], pos[order]
+    q_of = held // kr
+    key = q_of * len(names) + codes[held]
+    order = np.argsort(key, kind="stable")  # (query, identity) groups, each with its best record first
+    key = key[order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], len(key)]
-    g_q, g_first = q_of[starts], pos[starts]
-    g_order = np.lexsort((g_first, g_q))  # per query, groups by their best record's rank
-    g_q_sorted = g_q[g_order]
-    rank_in_q = np.arange(len(g_order)) - np.searchsorted(g_q_sorted, g_q_sorted)
-    won = g_order[rank_in_q < k]
-    ids = I[q_of, pos].tolist()
-    scores = D[q_of, pos].astype(np.float64).tolist()
-    winners = names[codes[g_q[won], g_first[won]]].tolist()
-    for q, s, e, name in zip(g_q[won].tolist(), starts[won].tolist(), ends[won].tolist(), winners):
-        out[q].append(Match(str(name), scores[s], tuple(ids[s:e]), tuple(scores[s:e])))
+    best = order[starts]  # each group's best record, as an index into held
+    by_rank = np.argsort(best)  # by query, then by the rank of the group's best record
+    g_q = q_of[best[by_rank]]
+    won = by_rank[np.arange(len(by_rank)) - np.searchsorted(g_q, g_q) < k]
+    lens = ends[won] - starts[won]
+    bounds = np.r_[0, np.cumsum(lens)]
+    records = held[order[np.repeat(starts[won] - bounds[:-1], lens) + np.arange(bounds[-1])]]
+    ids = tuple(I.reshape(-1)[records].tolist())  # a tuple's slice is a tuple: one object per field
+    scores = tuple(D.reshape(-1)[records].astype(np.float64).tolist())
+    who = names[codes[held[best[won]]]].astype(str).tolist()
+    b = bounds.tolist()
+    for q, lo, hi, name in zip(q_of[best[won]].tolist(), b, b[1:], who):
+        out[q].append(Match(name, scores[lo], ids[lo:hi], scores[lo:hi]))
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """One enrolled identity in a ranked answer.
 

@@ -63,6 +63,33 @@ def test_removed_and_missing_records_are_skipped():
     assert nothing == []
 
 
+def by_hand(D, I, identity_of, names, k):
+    """The ranking rule read literally: walk each row best first, an identity's first record opens its group."""
+    out = []
+    for d, ids in zip(D.tolist(), I.tolist()):
+        groups: dict = {}
+        for score, i in zip(d, ids):
+            code = int(identity_of[np.array([i])][0]) if i >= 0 else -1
+            if code >= 0:
+                groups.setdefault(code, []).append((i, score))
+        out.append([Match(str(names[c]), recs[0][1], tuple(i for i, _ in recs), tuple(s for _, s in recs))
+                    for c, recs in list(groups.items())[:k]])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_many_queries_rank_as_the_rule_says(seed):
+    rng = np.random.default_rng(seed)
+    n_records, n_names = 300, 40
+    names = np.array([f"p{i:02d}" for i in range(n_names)])
+    identity_of = IdMap(np.arange(n_records), rng.integers(-1, n_names, n_records), capacity=n_records)
+    I = np.stack([rng.choice(n_records, 30, replace=False) for _ in range(50)])
+    I[rng.random(I.shape) < 0.1] = -1
+    D = -np.sort(-rng.random(I.shape).astype(np.float32), axis=1)
+    for k in (1, 3, 7, 30):
+        assert rank_identities(D, I, identity_of, names, k=k) == by_hand(D, I, identity_of, names, k)
+
+
 def test_mean_of_top_n_uses_every_image_of_the_candidates():
     D = np.array([[0.9, 0.85]])
     I = np.array([[0, 2]])
