@@ -148,9 +148,10 @@ def _rank_by_best_record(D: np.ndarray, I: np.ndarray, identity_of: IdMap, names
     records = held[order[np.repeat(starts[won] - bounds[:-1], lens) + np.arange(bounds[-1])]]
     ids = tuple(I.reshape(-1)[records].tolist())  # a tuple's slice is a tuple: one object per field
     scores = tuple(D.reshape(-1)[records].astype(np.float64).tolist())
-    who = names[codes[held[best[won]]]].astype(str).tolist()
+    heads = best[won]
+    who = names[codes[held[heads]]].astype(str).tolist()
     b = bounds.tolist()
-    for q, lo, hi, name in zip(q_of[best[won]].tolist(), b, b[1:], who):
+    for q, lo, hi, name in zip(q_of[heads].tolist(), b, b[1:], who):
         out[q].append(Match(name, scores[lo], ids[lo:hi], scores[lo:hi]))
     return out
 

@@ -49,8 +49,8 @@ the tables):
 * **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 22-34x as many queries
   as exact search at the machine's matmul limit (numpy's sgemm, 63-96% of which exact search
   reaches on 1000-probe batches; two runs), the same at 100%, 50% and 10% mated traffic. Of a search, the
-  fast-scan of the cells takes about 60%, the exact re-rank of 160 candidates read in place from the
-  memory-mapped shards and the identity grouping about a fifth each. 96 cells would agree with exact
+  fast-scan of the cells takes 60-70%, the exact re-rank of 160 candidates read in place from the
+  memory-mapped shards about a fifth, and the identity grouping an eighth. 96 cells would agree with exact
   on 99.9% of mated probes on the even data at 33-42x (raw FAISS), but on 94.4% and 86.6% on the
   other two; at 40x the budget is 0.25 ms a query at 1M, and the scan of an eighth of the cells alone
   takes 0.26 ms.

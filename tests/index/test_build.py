@@ -148,7 +148,6 @@ def test_reranked_scores_are_exact_dot_products_best_first(ivf, data, table):
         assert np.all(np.diff(D[q]) <= 0)
 
 
-
 def test_the_rerank_reads_candidates_from_every_shard_and_drops_unknown_ones(ivf, data):
     """Vectors split over three memory-mapped matrices, as a gallery's shards are, answer like one matrix;
     a candidate the table does not hold (a record removed since) never comes back."""
@@ -165,6 +164,7 @@ def test_the_rerank_reads_candidates_from_every_shard_and_drops_unknown_ones(ivf
     D3, I3 = ivf.search(xq, 10, nprobe=16, rerank=8, vectors=partial)
     assert not np.isin(I3, I[:, 0]).any() and np.isin(I3[I3 >= 0], served).all()
     assert (D3[:, 0] <= D[:, 0]).all()
+
 
 def test_without_the_vectors_ivfpq_scores_are_approximate(ivf, data):
     x, ids, xq = data

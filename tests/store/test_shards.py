@@ -150,7 +150,6 @@ def test_truncated_vectors_file_is_corrupt(tmp_path, fmt):
         store.vectors([info], 8)
 
 
-
 def test_vectors_file_in_fortran_order_is_corrupt(tmp_path):
     """The re-rank reads rows in place, so a header edited to column order is refused, naming the file."""
     store = ShardStore(tmp_path, "parquet")
@@ -159,6 +158,7 @@ def test_vectors_file_in_fortran_order_is_corrupt(tmp_path):
     np.save(path, np.asfortranarray(np.load(path)))
     with pytest.raises(CorruptGalleryError, match=f"{path}: vectors stored in Fortran order"):
         store.vectors([info], 8)
+
 
 def test_vectors_file_of_the_wrong_shape_is_corrupt(tmp_path):
     store = ShardStore(tmp_path, "parquet")
@@ -223,7 +223,6 @@ def test_gather_returns_zeros_for_unknown_ids_and_keeps_the_shape(tmp_path):
     assert list(table.positions(np.array([0, 40, 35, 999, -1]))) == [0, 30, -1, -1, -1]
 
 
-
 def test_locate_names_the_matrix_and_row_of_each_id():
     x = np.arange(40, dtype=np.float32).reshape(10, 4)
     table = VectorTable([np.array([4, 2, 0]), np.array([9, 7, 5, 3, 1, 8, 6])], [x[:3], x[3:]], 4)
@@ -233,6 +232,7 @@ def test_locate_names_the_matrix_and_row_of_each_id():
     np.testing.assert_array_equal(found[0][1], [[1, -1, -1], [-1, -1, 2]])
     np.testing.assert_array_equal(found[1][1], [[-1, 0, -1], [6, -1, -1]])
     assert list(table.locate(np.array([11, -1]))) == []
+
 
 def test_gather_with_ids_stored_out_of_order():
     table = VectorTable([np.array([7, 3, 5, 1])], [np.eye(4, dtype=np.float32)], 4)
