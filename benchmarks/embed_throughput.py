@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gallery.embed import FaceDetector, Photo, align_face, decode_photo, embed_photos, get_encoder, load_image  # noqa: E402
-from gallery.embed.align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP  # noqa: E402
+from gallery.embed.align import ARCFACE_CHIP, DLIB_CHIP, DLIB_SAMPLED_CHIP  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 FACES = REPO.parent / "shared" / "faces"
@@ -102,9 +102,9 @@ def encoder_section(args) -> None:
     cnn = FaceDetector("cnn", max_side=800)
     _, t_cnn = timed(lambda: [cnn.detect(im) for im in small])
     rows.append({"stage": "detect CNN (MMOD, max side 800) + 5 landmarks", "items": len(small), "unit": "img", "seconds": t_cnn})
-    chips, t_align = timed(lambda: [align_face(im, f, DLIB_CHIP) for im, fs in zip(images, faces) for f in fs])
+    chips, t_align = timed(lambda: [align_face(im, f, DLIB_SAMPLED_CHIP) for im, fs in zip(images, faces) for f in fs])
     rows.append({"stage": "align: dlib chip 150 (gallery's warp)", "items": n_faces, "unit": "face", "seconds": t_align})
-    native_chips, t_native = timed(lambda: [align_face(im, f, DLIB_NATIVE_CHIP) for im, fs in zip(images, faces) for f in fs])
+    native_chips, t_native = timed(lambda: [align_face(im, f, DLIB_CHIP) for im, fs in zip(images, faces) for f in fs])
     rows.append({"stage": "align: dlib chip 150 (dlib's get_face_chip)", "items": n_faces, "unit": "face", "seconds": t_native})
     chips112, t_align112 = timed(lambda: [align_face(im, f, ARCFACE_CHIP) for im, fs in zip(images, faces68) for f in fs])
     rows.append({"stage": "align: ArcFace chip 112", "items": len(chips112), "unit": "face", "seconds": t_align112})

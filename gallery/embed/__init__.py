@@ -8,7 +8,7 @@ from importlib import import_module
 
 #: Where each public name lives.
 _MODULES = {
-    ".align": ("ARCFACE_CHIP", "DLIB_CHIP", "DLIB_NATIVE_CHIP", "ChipSpec", "align_face", "align_faces", "extract_chips",
+    ".align": ("ARCFACE_CHIP", "DLIB_CHIP", "DLIB_SAMPLED_CHIP", "ChipSpec", "align_face", "align_faces", "extract_chips",
                "similarity_transform"),
     ".detect": ("DETECTORS", "Face", "FaceDetector"),
     ".encoders": ("DEFAULT_MODEL", "ENCODERS", "Encoder", "get_encoder"),

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..vectors import as_embeddings
 from ..store.files import sha256_file
-from .align import ARCFACE_CHIP, DLIB_CHIP, DLIB_NATIVE_CHIP, ChipSpec
+from .align import ARCFACE_CHIP, DLIB_CHIP, ChipSpec
 
 DEFAULT_MODEL = "dlib-resnet"
 #: Blocks per stage of the IResNet depths ArcFace training code publishes.
@@ -69,7 +69,7 @@ class DlibResNetNative(Encoder):
 
     name = spec = "dlib-resnet-native"
     dim = 128
-    chip = DLIB_NATIVE_CHIP
+    chip = DLIB_CHIP
     batch_size = 32
 
     def __init__(self):

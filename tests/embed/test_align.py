@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gallery.embed import ARCFACE_CHIP, DLIB_CHIP, FaceDetector, align_face, extract_chips, load_image, similarity_transform
+from gallery.embed import ARCFACE_CHIP, DLIB_CHIP, DLIB_SAMPLED_CHIP, FaceDetector, align_face, extract_chips, load_image, similarity_transform
 from gallery.embed.align import ARCFACE_TEMPLATE, DLIB_POINTS_OF_68, ChipSpec, _pyramid_levels, dlib_chip_transform, five_points
 from gallery.errors import InvalidInputError
 
@@ -52,11 +52,14 @@ def test_dlib_chip_is_dlibs_own_chip_on_every_face(every_face):
 def test_dlib_chip_from_68_landmarks_uses_the_same_five_points(faces_dir):
     image = load_image(faces_dir / "misc" / "obama-480p.jpg")
     five = FaceDetector("hog", landmarks=5).detect(image)[0].landmarks
-    sixty_eight = FaceDetector("hog", landmarks=68).detect(image)[0].landmarks
+    face68 = FaceDetector("hog", landmarks=68).detect(image)[0]
+    sixty_eight = face68.landmarks
     assert np.abs(sixty_eight[DLIB_POINTS_OF_68] - five).max() < 6  # the same eye corners and nose base
     m5, m68 = dlib_chip_transform(five), dlib_chip_transform(sixty_eight)
     corners = np.array([[0, 0, 1], [149, 0, 1], [0, 149, 1], [149, 149, 1]], float)
     assert np.abs(corners @ m5.T - corners @ m68.T).max() < 8
+    # dlib's own cut is given the same five points (on all 68 it would fit another template)
+    assert np.array_equal(align_face(image, face68, DLIB_CHIP), align_face(image, face68, DLIB_SAMPLED_CHIP))
 
 
 def test_only_dlibs_chip_can_be_cut_by_dlib():
