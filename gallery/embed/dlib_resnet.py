@@ -63,9 +63,9 @@ class DlibResidual(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv2(F.relu(self.conv1(x)))
+        y = self.conv2(F.relu(self.conv1(x), inplace=True))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(add_zero_padded(y, shortcut))
+        return F.relu(add_zero_padded(y, shortcut), inplace=True)
 
 
 class DlibFaceResNet(nn.Module):
@@ -85,7 +85,7 @@ class DlibFaceResNet(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         x = (pixels - self.means) / DLIB_SCALE
-        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
+        x = F.max_pool2d(F.relu(self.stem(x), inplace=True), 3, 2)
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
 
