@@ -151,6 +151,7 @@ SETTINGS = [
     ("old rule: long side 1600, upsampled once up to 1000 px", {"max_side": 1600}, True),
     ("two passes at 640, then 1280 where none (default)", {}, False),
     ("two passes at 480, then 960 where none", {"max_side": 480}, False),
+    ("two passes at 600, then 1200 where none", {"max_side": 600}, False),
     ("two passes at 800, then 1600 where none", {"max_side": 800}, False),
     ("one pass at 640", {"max_side": 640, "upsample": 0}, False),
     ("one pass at 480", {"max_side": 480, "upsample": 0}, False),
