@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ModelMismatchError
 from .index import choose_index_spec
+from .index.coverage import with_measured_nprobe
 from .index.files import add_vectors, load_index, save_index, trained_index
 from .progress import notify, progress_bar
 from .store import Manifest
@@ -123,14 +124,14 @@ class Enrolment:
         self._bar.close()
         change, m = self.change, self.manifest
         root, store, shards = change.root, change.store, change.new_shards
-        id_lists = [r.ids for r in store.iter_records(shards, columns=["id"])]
+        id_lists, label_lists = store.labels(shards)
         vectors = store.vectors(shards, m.dim, ids=id_lists)
         ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
+        params = dict(self.index_params)
         if m.index is not None:
             index = load_index(root, m.index, m.dim, gpu=self.gpu)
             trained_on = m.index.trained_on
         else:
-            params = dict(self.index_params)
             spec = choose_index_spec(max(len(ids), 1), m.dim, params.pop("kind", "auto"), **params)
             checkpoint = change.journal.trained_index
             index, trained_on, name = trained_index(root, spec, ids, vectors, gpu=self.gpu, checkpoint=checkpoint,
@@ -138,6 +139,8 @@ class Enrolment:
             if name is not None and name != checkpoint:
                 change.keep(name)
         add_vectors(index, ids, vectors, progress=self.progress)
+        if m.index is None and not params.get("nprobe"):
+            with_measured_nprobe(index, ids, np.concatenate(label_lists), vectors)
         m.index = save_index(root, index, change.next_seq(), trained_on)
         return change.commit()
 

@@ -20,6 +20,7 @@ from .distributed import check_engine
 from .enrolment import enrol_batch, enrol_photos, records_batch
 from .errors import CorruptGalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, build_index, choose_index_spec, training_sample
+from .index.coverage import with_measured_nprobe
 from .index.files import add_vectors, index_path, load_index, save_index, spec_of
 from .search import IdentitySearcher, decide, resolve_threshold, threshold_provenance
 from .store import Manifest, ShardStore, read_manifest
@@ -615,7 +616,7 @@ class Gallery:
         """
         with GalleryChange(self.root, operation="rebuild-index", wait=self.wait) as change:
             m = change.manifest
-            id_lists, ids, _ = change.store.all_labels(m.shards)
+            id_lists, ids, labels = change.store.all_labels(m.shards)
             vectors = change.store.vectors(m.shards, m.dim, ids=id_lists)
             spec = choose_index_spec(len(ids), m.dim, index, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank)
             sample = None
@@ -623,6 +624,8 @@ class Gallery:
                 sample = vectors.gather(ids[training_sample(len(ids), spec)])
             built = build_index(spec, sample, (), gpu=self._gpu)
             add_vectors(built, ids, vectors, progress=progress)
+            if not nprobe:
+                spec = with_measured_nprobe(built, ids, labels, vectors).spec
             m.index = save_index(self.root, built, change.next_seq(), len(sample) if sample is not None else 0)
             change.commit()
         self._reload()

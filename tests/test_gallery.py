@@ -21,6 +21,7 @@ from gallery import (
     InvalidInputError,
     ModelMismatchError,
 )
+from gallery.index.coverage import cells_for_coverage
 from gallery.store.locks import writer_lock
 from gallery.search import FALLBACK_THRESHOLD, MODEL_THRESHOLDS
 from gallery.synthetic import synthetic_gallery, synthetic_probes
@@ -429,6 +430,23 @@ def test_removing_every_identity_leaves_an_empty_gallery_that_still_works(built,
 
 
 # ---------------------------------------------------------------- index and maintenance
+
+
+def test_an_ivfpq_gallery_without_nprobe_visits_the_cells_its_own_images_need(twenty_k, tmp_path):
+    data, q, _, flat, _ = twenty_k
+    g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=128, pq_m=32,
+                             rerank=8, progress=False)
+    s = g._searcher
+    measured = cells_for_coverage(s.index, s.record_ids, s.names[s.codes], s.vectors)
+    assert g.manifest.index.params["nprobe"] == g.index_spec.nprobe == max(measured, 16) != 128 // 8
+
+    def agreement(nprobe=None):
+        got = [r.matches[0].identity for r in g.search(q, k=1, threshold=-1.0, nprobe=nprobe)]
+        return np.mean(np.array(got) == [r.matches[0].identity for r in flat.search(q, k=1, threshold=-1.0)])
+
+    assert agreement() >= 0.99 and agreement() > agreement(128 // 8)
+    assert g.rebuild_index("ivfpq", nlist=128, pq_m=32, rerank=8).nprobe == g.index_spec.nprobe
+    assert g.rebuild_index("ivfpq", nlist=128, pq_m=32, nprobe=5, rerank=8).nprobe == 5
 
 
 def test_rebuild_index_from_flat_to_ivfpq_and_back_keeps_answers(built, small_set):

@@ -12,7 +12,8 @@ Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqr
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
 sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
 lose the mate among close impostors at d=128, more only slow the scan at d=512);
-``nprobe = nlist / 8`` cells (at least 16, at most nlist); ``shortlist = 160``: at least that many
+``nprobe = nlist / 8`` cells (at least 16, at most nlist) until the gallery's own images have been
+measured (below); ``shortlist = 160``: at least that many
 candidates get exact scores from the float vectors (more when ``rerank * k`` is larger, ``rerank = 2``);
 and no recheck (``recheck_nprobe = 0``; a per-call option).
 
@@ -42,10 +43,13 @@ the tables):
   not the codes (``benchmarks/ivf_cells.py`` counts whether the exact answer's identity has an image
   in the cells searched): spilling every image into a second cell, or placing an identity's images
   in the cell of their mean, finds no more mates at equal scan cost, and an HNSW graph over the same
-  vectors found fewer. At the default, FPIR (0.11%) and wrong-identity accepts (0) stay at or below
-  exact search's on every data model; FNIR does not on these two. Such a gallery needs a larger
-  per-call ``nprobe``, or ``flat``; ``gallery calibrate`` measures FPIR through whichever index the
-  gallery searches with, so its threshold holds either way.
+  vectors found fewer. So a fixed share of the cells cannot be right for every gallery: once an
+  inverted file is filled (a new gallery, ``gallery rebuild-index``), unless ``nprobe`` was given,
+  :func:`~gallery.index.coverage.with_measured_nprobe` sets it to the fewest cells in which 99.5% of
+  a sample of the gallery's own images find another image of their identity (measured on the
+  quantizer alone; a held-out image has one mate fewer than a new probe, so it errs toward more
+  cells). ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate``
+  measures FPIR through whichever index the gallery searches with, so its threshold holds either way.
 * **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 22-34x as many queries
   as exact search at the machine's matmul limit (numpy's sgemm, 63-96% of which exact search
   reaches on 1000-probe batches; two runs), the same at 100%, 50% and 10% mated traffic. Of a search, the

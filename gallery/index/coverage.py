@@ -1,0 +1,117 @@
+"""How many IVF cells a search must visit on this gallery, measured on the gallery's own labelled images.
+
+Whether a probe's mate lies in the probe's nearest cells depends on the data, not on the gallery's
+size: where an identity's images vary along the directions the cells follow, they fall in cells far
+apart, and a fixed share of the cells loses mates (benchmarks/ivf_cells.py: an eighth of the cells
+held the exact answer's identity for 99.9% of mated probes on one data model and 95.8% on another).
+So when an inverted file is built, each of a sample of enrolled images is taken as a probe, and the
+rank of the best-ranked cell that holds another image of its identity is read off the quantizer:
+``nprobe`` is the rank that covers :data:`COVERAGE` of them. It counts cells, not scores, so it
+costs one small matrix product.
+
+A held-out image has one mate fewer than a new probe of that identity, so the measure errs toward
+visiting more cells: on 1M x 512 galleries of gallery.synthetic (three images per identity), 99.5% of
+held-out images gave 121 of 1024 cells where new probes needed 74 for 99.9% (noise spread evenly),
+and 522 where they needed 597 (noise shaped like the identities), where the fixed eighth
+(128) would have missed 4.1% of mates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+import faiss
+import numpy as np
+
+from .build import VectorIndex, VectorSource
+from .spec import MIN_NPROBE
+
+#: Share of sampled enrolled images whose identity must have another image in the cells visited.
+COVERAGE = 0.995
+#: Images sampled as probes; fewer than MIN_SAMPLE with a mate and the measure is not trusted.
+SAMPLE = 4000
+MIN_SAMPLE = 500
+#: Bound on the (pair, cell) comparisons held in memory at once.
+_CHUNK_CELLS = 1 << 24
+
+
+def cell_of(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(record ids, the IVF cell holding each), read from the inverted lists."""
+    ivf = faiss.extract_index_ivf(index.index)
+    ids, cells = [], []
+    for cell in range(ivf.nlist):
+        size = ivf.invlists.list_size(cell)
+        if size:
+            ptr = ivf.invlists.get_ids(cell)
+            ids.append(faiss.rev_swig_ptr(ptr, size).copy())
+            ivf.invlists.release_ids(cell, ptr)
+            cells.append(np.full(size, cell, np.int64))
+    if not ids:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(ids), np.concatenate(cells)
+
+
+def cells_for_coverage(
+    index: VectorIndex,
+    ids: np.ndarray,
+    identities: np.ndarray,
+    vectors: VectorSource,
+    *,
+    coverage: float = COVERAGE,
+    sample: int = SAMPLE,
+    seed: int = 0,
+) -> Optional[int]:
+    """The fewest cells per query in which ``coverage`` of sampled enrolled images find another image of
+    their identity, or None when fewer than :data:`MIN_SAMPLE` indexed images have one.
+
+    ``ids`` and ``identities`` are the records and their labels; records the index does not hold are
+    ignored.
+    """
+    held, held_cell = cell_of(index)
+    ids = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(held, kind="stable")
+    pos = np.minimum(np.searchsorted(held[order], ids), max(len(held) - 1, 0))
+    inside = held[order][pos] == ids if len(held) else np.zeros(len(ids), bool)
+    ids, cell = ids[inside], held_cell[order][pos[inside]]
+    _, code = np.unique(np.asarray(identities, dtype=object)[inside].astype(str), return_inverse=True)
+    by_code = np.argsort(code, kind="stable")
+    starts = np.searchsorted(code[by_code], np.arange(code.max(initial=-1) + 2))
+    size = np.diff(starts)[code]
+    eligible = np.flatnonzero(size >= 2)
+    if len(eligible) < MIN_SAMPLE:
+        return None
+    rng = np.random.default_rng(seed)
+    probes = np.sort(rng.choice(eligible, min(sample, len(eligible)), replace=False))
+    ivf = faiss.extract_index_ivf(index.index)
+    quantizer = faiss.downcast_index(ivf.quantizer)  # read in place: faiss.contrib.torch_utils may wrap reconstruct_n
+    centroids = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    scores = vectors.gather(ids[probes]) @ centroids.T
+    # every (probe, other image of its identity) pair, grouped by probe
+    counts = size[probes]
+    pair_probe = np.repeat(np.arange(len(probes)), counts)
+    first = starts[code[probes]]
+    offset = np.arange(len(pair_probe)) - np.repeat(np.cumsum(counts) - counts, counts)
+    mate = by_code[np.repeat(first, counts) + offset]
+    keep = mate != probes[pair_probe]
+    pair_probe, mate = pair_probe[keep], mate[keep]
+    mate_score = scores[pair_probe, cell[mate]]
+    rank = np.empty(len(mate), np.int64)
+    step = max(1, _CHUNK_CELLS // ivf.nlist)
+    for s in range(0, len(mate), step):
+        p = pair_probe[s : s + step]
+        rank[s : s + step] = (scores[p] > mate_score[s : s + step, None]).sum(axis=1) + 1
+    needed = np.full(len(probes), ivf.nlist, np.int64)
+    np.minimum.at(needed, pair_probe, rank)
+    return int(np.quantile(needed, coverage, method="higher"))
+
+
+def with_measured_nprobe(index: VectorIndex, ids: np.ndarray, identities: np.ndarray, vectors: VectorSource) -> VectorIndex:
+    """``index`` with its default ``nprobe`` set by :func:`cells_for_coverage` (at least
+    :data:`~gallery.index.spec.MIN_NPROBE`); kept as it is when the gallery cannot measure it."""
+    if index.spec.kind == "flat" or index.ntotal == 0:
+        return index
+    cells = cells_for_coverage(index, ids, identities, vectors)
+    if cells is not None:
+        index.spec = replace(index.spec, nprobe=int(min(max(cells, MIN_NPROBE), index.spec.nlist)))
+    return index

@@ -1,0 +1,87 @@
+"""The cells a search visits are measured on the gallery's own labelled images, and hold their mates."""
+
+import faiss
+import numpy as np
+import pytest
+
+from gallery.index import build_index, choose_index_spec, training_sample
+from gallery.index.build import knn
+from gallery.index.coverage import cell_of, cells_for_coverage, with_measured_nprobe
+from gallery.index.spec import MIN_NPROBE
+from gallery.store.shards import VectorTable
+from gallery.synthetic import synthetic_gallery
+
+NLIST = 64
+
+
+def indexed(noise_decay=None, identities=3000, images=3, seed=5):
+    d = synthetic_gallery(identities, images, 64, genuine=0.6, noise_decay=noise_decay, seed=seed)
+    ids = np.arange(len(d.vectors), dtype=np.int64) * 2 + 7  # sparse, not row numbers
+    spec = choose_index_spec(len(ids), 64, "ivfpq", nlist=NLIST, pq_m=16)
+    index = build_index(spec, d.vectors[training_sample(len(ids), spec)], [(ids, d.vectors)], gpu=False)
+    return index, ids, d.identities, VectorTable([ids], [d.vectors], 64), d.vectors
+
+
+@pytest.fixture(scope="module")
+def shaped():
+    return indexed()
+
+
+@pytest.fixture(scope="module")
+def even():
+    return indexed(noise_decay=0.0)
+
+
+def cells_needed_by_hand(index, ids, labels, x):
+    """Per enrolled image with a mate: the rank of the best-ranked cell holding another image of its identity,
+    from the quantizer's own top-1 assignment of every image and a full sort of the centroids."""
+    ivf = faiss.extract_index_ivf(index.index)
+    _, home = knn(ivf.quantizer, x, 1)
+    _, order = knn(ivf.quantizer, x, ivf.nlist)
+    needed = []
+    for i in range(len(ids)):
+        mates = [j for j in np.flatnonzero(labels == labels[i]) if j != i]
+        if mates:
+            rank_of = {int(c): r + 1 for r, c in enumerate(order[i])}
+            needed.append(min(rank_of[int(home[j, 0])] for j in mates))
+    return np.asarray(needed)
+
+
+def test_each_record_is_found_in_the_cell_the_quantizer_assigns_it(shaped):
+    index, ids, _, _, x = shaped
+    held, cell = cell_of(index)
+    _, home = knn(faiss.extract_index_ivf(index.index).quantizer, x, 1)
+    assert sorted(held.tolist()) == sorted(ids.tolist())
+    assert np.array_equal(cell[np.argsort(held)], home[np.argsort(ids), 0])
+
+
+def test_the_measure_is_the_coverage_quantile_of_a_count_by_hand(shaped):
+    index, ids, labels, table, x = shaped
+    measured = cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids))
+    assert measured == int(np.quantile(cells_needed_by_hand(index, ids, labels, x), 0.99, method="higher"))
+
+
+def test_images_that_vary_along_the_identity_directions_need_more_cells(shaped, even):
+    hard = cells_for_coverage(*shaped[:4])
+    easy = cells_for_coverage(*even[:4])
+    assert easy < hard <= NLIST
+
+
+def test_records_the_index_does_not_hold_are_left_out(shaped):
+    index, ids, labels, table, _ = shaped
+    stray = np.concatenate([ids, [10**9, 10**9 + 1]])
+    assert cells_for_coverage(index, stray, np.concatenate([labels, ["x", "x"]]), table) == \
+        cells_for_coverage(index, ids, labels, table)
+
+
+def test_a_gallery_of_one_image_per_identity_keeps_the_default():
+    index, ids, labels, table, _ = indexed(identities=3000, images=1)
+    assert cells_for_coverage(index, ids, labels, table) is None
+    before = index.spec
+    assert with_measured_nprobe(index, ids, labels, table).spec == before
+
+
+def test_the_measured_nprobe_is_the_index_default_within_its_bounds(shaped):
+    index, ids, labels, table, _ = shaped
+    with_measured_nprobe(index, ids, labels, table)
+    assert index.spec.nprobe == min(max(cells_for_coverage(index, ids, labels, table), MIN_NPROBE), NLIST)
