@@ -79,7 +79,7 @@ def _gallery_option(*names: str):
 
 def _index_options(f):
     f = click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: exact re-rank of RERANK * k candidates.")(f)
-    f = click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited per query.")(f)
+    f = click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited per query (default: measured on the gallery's own images).")(f)
     f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d).")(f)
     f = click.option("--nlist", type=click.IntRange(min=1), help="ivfpq: inverted lists (default ~4*sqrt(n)).")(f)
     return f

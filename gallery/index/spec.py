@@ -50,14 +50,14 @@ the tables):
   quantizer alone; a held-out image has one mate fewer than a new probe, so it errs toward more
   cells). ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate``
   measures FPIR through whichever index the gallery searches with, so its threshold holds either way.
-* **What it costs.** At 1M x 512 on two cores an eighth of the cells answers 22-34x as many queries
-  as exact search at the machine's matmul limit (numpy's sgemm, 63-96% of which exact search
-  reaches on 1000-probe batches; two runs), the same at 100%, 50% and 10% mated traffic. Of a search, the
-  fast-scan of the cells takes 60-70%, the exact re-rank of 160 candidates read in place from the
-  memory-mapped shards about a fifth, and the identity grouping an eighth. 96 cells would agree with exact
-  on 99.9% of mated probes on the even data at 33-42x (raw FAISS), but on 94.4% and 86.6% on the
-  other two; at 40x the budget is 0.25 ms a query at 1M, and the scan of an eighth of the cells alone
-  takes 0.26 ms.
+* **What it costs.** At 1M x 512 on two cores the measured nprobe answers 25-31x as many queries
+  as exact search at the machine's matmul limit on the even data (96 of 1024 cells, rank-1 = exact
+  on 99.9% of mated probes), 7x on the default data (490 cells, 99.7%; the fixed eighth gave 18x
+  and 96.3% in the same run) and 10x on the varied data (703 cells, 95.0%; 33x and 88.1%), the same
+  at 100%, 50% and 10% mated traffic. Of a search at an eighth of the cells, the fast-scan takes
+  60-70%, the exact re-rank of 160 candidates read in place from the memory-mapped shards about a
+  fifth, and the identity grouping an eighth. At 40x the budget is 0.25 ms a query at 1M, and the
+  scan of an eighth of the cells alone takes 0.26 ms.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks); ``gallery rebuild-index`` gives them these defaults.
