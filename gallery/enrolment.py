@@ -124,10 +124,12 @@ class Enrolment:
         self._bar.close()
         change, m = self.change, self.manifest
         root, store, shards = change.root, change.store, change.new_shards
-        id_lists, label_lists = store.labels(shards)
+        params = dict(self.index_params)
+        measure = m.index is None and not params.get("nprobe")  # a new index: its nprobe comes from the labels
+        records = list(store.iter_records(shards, columns=["id", "identity"] if measure else ["id"]))
+        id_lists = [r.ids for r in records]
         vectors = store.vectors(shards, m.dim, ids=id_lists)
         ids = np.concatenate(id_lists) if id_lists else np.empty(0, np.int64)
-        params = dict(self.index_params)
         if m.index is not None:
             index = load_index(root, m.index, m.dim, gpu=self.gpu)
             trained_on = m.index.trained_on
@@ -139,8 +141,8 @@ class Enrolment:
             if name is not None and name != checkpoint:
                 change.keep(name)
         add_vectors(index, ids, vectors, progress=self.progress)
-        if m.index is None and not params.get("nprobe"):
-            with_measured_nprobe(index, ids, np.concatenate(label_lists), vectors)
+        if measure and records:
+            with_measured_nprobe(index, ids, np.concatenate([r.identities for r in records]), vectors)
         m.index = save_index(root, index, change.next_seq(), trained_on)
         return change.commit()
 

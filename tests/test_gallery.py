@@ -22,6 +22,7 @@ from gallery import (
     ModelMismatchError,
 )
 from gallery.index.coverage import cells_for_coverage
+from gallery.index.spec import MIN_NPROBE
 from gallery.store.locks import writer_lock
 from gallery.search import FALLBACK_THRESHOLD, MODEL_THRESHOLDS
 from gallery.synthetic import synthetic_gallery, synthetic_probes
@@ -438,7 +439,7 @@ def test_an_ivfpq_gallery_without_nprobe_visits_the_cells_its_own_images_need(tw
                              rerank=8, progress=False)
     s = g._searcher
     measured = cells_for_coverage(s.index, s.record_ids, s.names[s.codes], s.vectors)
-    assert g.manifest.index.params["nprobe"] == g.index_spec.nprobe == max(measured, 16) != 128 // 8
+    assert g.manifest.index.params["nprobe"] == g.index_spec.nprobe == max(measured, MIN_NPROBE) != 128 // 8
 
     def agreement(nprobe=None):
         got = [r.matches[0].identity for r in g.search(q, k=1, threshold=-1.0, nprobe=nprobe)]

@@ -24,6 +24,7 @@ from typing import Optional
 import faiss
 import numpy as np
 
+from ..types import IdMap
 from .build import VectorIndex, VectorSource
 from .spec import MIN_NPROBE
 
@@ -70,10 +71,9 @@ def cells_for_coverage(
     """
     held, held_cell = cell_of(index)
     ids = np.asarray(ids, dtype=np.int64)
-    order = np.argsort(held, kind="stable")
-    pos = np.minimum(np.searchsorted(held[order], ids), max(len(held) - 1, 0))
-    inside = held[order][pos] == ids if len(held) else np.zeros(len(ids), bool)
-    ids, cell = ids[inside], held_cell[order][pos[inside]]
+    cell = IdMap(held, held_cell, int(held.max(initial=-1)) + 1)[ids]
+    inside = cell >= 0
+    ids, cell = ids[inside], cell[inside]
     _, code = np.unique(np.asarray(identities, dtype=object)[inside].astype(str), return_inverse=True)
     by_code = np.argsort(code, kind="stable")
     starts = np.searchsorted(code[by_code], np.arange(code.max(initial=-1) + 2))
