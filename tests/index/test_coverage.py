@@ -61,6 +61,16 @@ def test_the_measure_is_the_coverage_quantile_of_a_count_by_hand(shaped):
     assert measured == int(np.quantile(cells_needed_by_hand(index, ids, labels, x), 0.99, method="higher"))
 
 
+def test_the_measure_taken_a_few_probes_at_a_time_is_the_same(shaped, monkeypatch):
+    """Large galleries have many cells: the probes' cell scores are held a block at a time."""
+    import gallery.index.coverage as coverage
+
+    index, ids, labels, table, x = shaped
+    whole = cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids))
+    monkeypatch.setattr(coverage, "_CHUNK_CELLS", NLIST * 100)  # 100 probes per block, 90 blocks
+    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids)) == whole
+
+
 def test_images_that_vary_along_the_identity_directions_need_more_cells(shaped, even):
     hard = cells_for_coverage(*shaped[:4])
     easy = cells_for_coverage(*even[:4])
