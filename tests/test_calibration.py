@@ -25,7 +25,7 @@ def population():
 
 
 def enrol(population, n_identities, root):
-    names = np.unique(population.identities)[:n_identities]
+    names = np.unique(population.identities.astype(str))[:n_identities]
     keep = np.isin(population.identities.astype(str), names)
     return Gallery.from_vectors(population.vectors[keep], population.identities[keep], root, progress=False)
 
@@ -66,7 +66,7 @@ def test_a_calibration_holds_its_fpir_when_the_gallery_grows_tenfold(tmp_path, p
     target = 1e-2
     fit_probes, _ = synthetic_probes(population, 0, 10_000, seed=4)
     test_probes, _ = synthetic_probes(population, 0, 20_000, seed=5)
-    names = np.unique(population.identities)
+    names = np.unique(population.identities.astype(str))
     g = enrol(population, 1000, tmp_path / "g")
     g.set_calibration(calibrate(g, fit_probes, [None] * len(fit_probes), target_fpir=target))
     grown = np.isin(population.identities.astype(str), names[1000:10_000])
@@ -162,7 +162,7 @@ def test_calibrate_command_stores_and_info_shows(tmp_path, population):
 def test_leave_identities_out_calibrates_through_the_gallery_s_own_kind_of_index(tmp_path, population):
     """An approximate index can answer "unknown" where exact search accepts an impostor, so its FPIR at a
     threshold is its own: the temporary gallery must search the way the real one does."""
-    names = np.unique(population.identities)[:1300]  # enough that the leave-out gallery can still train nlist 16
+    names = np.unique(population.identities.astype(str))[:1300]  # enough that the leave-out gallery can still train nlist 16
     keep = np.isin(population.identities.astype(str), names)
     g = Gallery.from_vectors(population.vectors[keep], population.identities[keep], tmp_path / "ivf", index="ivfpq",
                              nlist=16, pq_m=16, nprobe=3, rerank=3, progress=False)
