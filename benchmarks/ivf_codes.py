@@ -1,0 +1,129 @@
+"""Which part of an IVF-PQ search loses a mate: the cells it visits, or the codes that pick its shortlist?
+
+``ivf_cells.py`` counts whether the exact answer's identity has an image in the cells searched; this
+goes one step further, through real FAISS indexes over one spherical k-means quantizer (the
+gallery's own training rule) and several code types. For every (code, nprobe, shortlist) it takes
+the FAISS candidates, scores them exactly, groups them by identity, and compares with exact search
+on mated and non-mated probes mixed 50/50 (the probes of ``search_scale.py``): rank-1 = exact on
+mated probes, and at the threshold where exact search gives FPIR 1%, FNIR, FPIR and how many of exact
+search's correct accepts are lost. ``nprobe = nlist`` visits every cell, so what it still loses is
+the codes'. The scan is timed on 1000 probes (50% mated, best of 3; FAISS's scan alone, no re-rank).
+
+    .venv/bin/python benchmarks/ivf_codes.py --model varied
+    .venv/bin/python benchmarks/ivf_codes.py --model even --nlist 4096 --nprobe measured,192,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from gallery.index import VectorIndex, choose_index_spec, training_sample
+from gallery.index.build import knn
+from gallery.index.coverage import with_measured_nprobe
+from gallery.index.exact import exact_search
+from gallery.metrics.identification import fpir_threshold
+from gallery.store.shards import VectorTable
+from gallery.synthetic import synthetic_gallery, synthetic_probes
+from search_scale import GENUINE, K, K_RECORDS, MODELS, TARGET_FPIR, group_top1, outcomes  # benchmarks/search_scale.py
+
+IMAGES = 3
+
+
+def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) -> tuple[dict, int]:
+    """One FAISS index per code type over the same trained quantizer, and the gallery's measured nprobe."""
+    n, d = xb.shape
+    spec = choose_index_spec(n, d, "ivfpq", nlist=nlist)
+    first = VectorIndex.create(spec)
+    first.train(xb[training_sample(n, spec)])
+    centroids = faiss.extract_index_ivf(first.index).quantizer.reconstruct_n(0, nlist)
+    ids = np.arange(n, dtype=np.int64)
+    first.add(ids, xb)
+    measured = with_measured_nprobe(first, ids, identities, VectorTable([ids], [xb], d)).spec.nprobe
+    indexes = {}
+    for code in codes:
+        if spec.factory.endswith("," + code):
+            indexes[code] = first.index
+            continue
+        index = faiss.index_factory(d, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).quantizer.add(centroids)
+        index.train(xb[training_sample(n, spec)])
+        index.add_with_ids(xb, ids)
+        indexes[code] = index
+    return indexes, measured
+
+
+def reranked_top1(index, xb, xq, code_of, nprobe: int, shortlist: int):
+    _, cand = knn(index, xq, shortlist, faiss.SearchParametersIVF(nprobe=nprobe))
+    scores = np.concatenate([np.einsum("qkd,qd->qk", xb[np.maximum(cand[s : s + 100], 0)], xq[s : s + 100])
+                             for s in range(0, len(xq), 100)])
+    scores[cand < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :K_RECORDS]
+    return group_top1(np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1), code_of, K)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="varied")
+    p.add_argument("--identities", type=int, default=333_334)
+    p.add_argument("--nlist", type=int, default=1024)
+    p.add_argument("--codes", default="PQ64x4fs,PQ32x4fs,PQ128x4fs", help="FAISS code factory strings")
+    p.add_argument("--nprobe", default="measured,all", help="'measured' (the gallery's rule), 'all', or numbers")
+    p.add_argument("--shortlist", default="160,320,1000")
+    p.add_argument("--probes", type=int, default=1000, help="mated probes; as many strangers")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+
+    data = synthetic_gallery(args.identities, IMAGES, 512, genuine=GENUINE, seed=0, **MODELS[args.model])
+    xq, labels = synthetic_probes(data, args.probes, args.probes, seed=1)
+    names, code_of = np.unique(data.identities, return_inverse=True)
+    code = {s: i for i, s in enumerate(names.tolist())}
+    truth = np.asarray([code.get(lab, -1) if lab is not None else -1 for lab in labels])
+    mated = truth >= 0
+    xb = data.vectors
+    exact_top1 = group_top1(*exact_search(xb, xq, K_RECORDS), code_of, K)
+    thr = fpir_threshold(exact_top1[1][~mated], TARGET_FPIR)
+    exact_accepts = mated & (exact_top1[0] == truth) & (exact_top1[1] >= thr)
+
+    t = time.perf_counter()
+    indexes, measured = build(xb, data.identities, args.nlist, args.codes.split(","))
+    print(f"[{args.model}] built {len(indexes)} indexes in {time.perf_counter() - t:.0f} s; measured nprobe {measured}",
+          file=sys.stderr, flush=True)
+    probes = sorted({measured if s == "measured" else args.nlist if s == "all" else int(s)
+                     for s in args.nprobe.split(",")})
+    rows = []
+    for name, index in indexes.items():
+        for nprobe in probes:
+            best = np.inf
+            for _ in range(3):
+                t = time.perf_counter()
+                knn(index, xq, 160, faiss.SearchParametersIVF(nprobe=nprobe))
+                best = min(best, time.perf_counter() - t)
+            for shortlist in map(int, args.shortlist.split(",")):
+                top1 = reranked_top1(index, xb, xq, code_of, nprobe, shortlist)
+                row = {"codes": name, "nlist": args.nlist, "nprobe": nprobe, "shortlist": shortlist,
+                       "scan_ms_per_1000": 1e3 * best * 1000 / len(xq),
+                       **outcomes(top1, exact_top1, truth, mated, thr),
+                       "exact_accepts_lost": int((exact_accepts & ~((top1[0] == truth) & (top1[1] >= thr))).sum())}
+                rows.append(row)
+                print(f"{name:>10} nprobe {nprobe:4d} shortlist {shortlist:4d}: rank-1 = exact {row['rank1_eq_exact']:.4f}, "
+                      f"FNIR {row['fnir']:.4f}, FPIR {row['fpir']:.4f}, lost {row['exact_accepts_lost']} of "
+                      f"{int(exact_accepts.sum())} exact accepts; scan {row['scan_ms_per_1000']:.0f} ms / 1000 probes",
+                      flush=True)
+    exact = outcomes(exact_top1, exact_top1, truth, mated, thr)
+    out = {"model": args.model, "n": len(xb), "identities": args.identities, "probes_mated": args.probes,
+           "probes_nonmated": args.probes, "threshold": thr, "exact": exact, "measured_nprobe": measured, "rows": rows}
+    path = args.out or Path(__file__).parent / "results" / f"ivf_codes-{args.model}-{len(xb)}-nlist{args.nlist}.json"
+    path.write_text(json.dumps(out, indent=1))
+    print(f"exact: FNIR {exact['fnir']:.4f}, FPIR {exact['fpir']:.4f}; wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
