@@ -40,8 +40,9 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) 
     """One FAISS index per code type over the same trained quantizer, and the gallery's measured nprobe."""
     n, d = xb.shape
     spec = choose_index_spec(n, d, "ivfpq", nlist=nlist)
+    sample = xb[training_sample(n, spec)]
     first = VectorIndex.create(spec)
-    first.train(xb[training_sample(n, spec)])
+    first.train(sample)
     centroids = faiss.extract_index_ivf(first.index).quantizer.reconstruct_n(0, nlist)
     ids = np.arange(n, dtype=np.int64)
     first.add(ids, xb)
@@ -53,7 +54,7 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) 
             continue
         index = faiss.index_factory(d, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
         faiss.extract_index_ivf(index).quantizer.add(centroids)
-        index.train(xb[training_sample(n, spec)])
+        index.train(sample)
         index.add_with_ids(xb, ids)
         indexes[code] = index
     return indexes, measured

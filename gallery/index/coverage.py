@@ -89,11 +89,16 @@ def cells_for_coverage(
     ivf = faiss.extract_index_ivf(index.index)
     quantizer = faiss.downcast_index(ivf.quantizer)  # read in place: faiss.contrib.torch_utils may wrap reconstruct_n
     centroids = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    pair_probe, mate = _mate_pairs(probes, by_code, starts, code, size)
     needed = np.full(len(probes), ivf.nlist, np.int64)
     block = max(1, _CHUNK_CELLS // ivf.nlist)
     for b in range(0, len(probes), block):
-        needed[b : b + block] = _cells_to_a_mate(probes[b : b + block], ids, cell, by_code, starts, code, size,
-                                                 vectors, centroids)
+        scores = vectors.gather(ids[probes[b : b + block]]) @ centroids.T
+        lo, hi = np.searchsorted(pair_probe, [b, b + block])
+        for s in range(lo, hi, block):
+            p, m = pair_probe[s : min(s + block, hi)], mate[s : min(s + block, hi)]
+            rank = (scores[p - b] > scores[p - b, cell[m]][:, None]).sum(axis=1) + 1
+            np.minimum.at(needed, p, rank)
     return int(np.quantile(needed, coverage, method="higher"))
 
 
@@ -108,20 +113,12 @@ def with_measured_nprobe(index: VectorIndex, ids: np.ndarray, identities: np.nda
     return index
 
 
-def _cells_to_a_mate(probes, ids, cell, by_code, starts, code, size, vectors, centroids) -> np.ndarray:
-    """Per probe (a position in ``ids``): the rank of its best-ranked cell that holds another image of its identity."""
-    scores = vectors.gather(ids[probes]) @ centroids.T
+
+def _mate_pairs(probes, by_code, starts, code, size) -> tuple[np.ndarray, np.ndarray]:
+    """Every (probe number, position of another image of its identity) pair, grouped by probe."""
     counts = size[probes]
-    pair_probe = np.repeat(np.arange(len(probes)), counts)  # every (probe, image of its identity) pair
+    pair_probe = np.repeat(np.arange(len(probes)), counts)
     offset = np.arange(len(pair_probe)) - np.repeat(np.cumsum(counts) - counts, counts)
     mate = by_code[np.repeat(starts[code[probes]], counts) + offset]
     keep = mate != probes[pair_probe]
-    pair_probe, mate = pair_probe[keep], mate[keep]
-    mate_score = scores[pair_probe, cell[mate]]
-    rank = np.empty(len(mate), np.int64)
-    step = max(1, _CHUNK_CELLS // len(centroids))
-    for s in range(0, len(mate), step):
-        rank[s : s + step] = (scores[pair_probe[s : s + step]] > mate_score[s : s + step, None]).sum(axis=1) + 1
-    needed = np.full(len(probes), len(centroids), np.int64)
-    np.minimum.at(needed, pair_probe, rank)
-    return needed
+    return pair_probe[keep], mate[keep]

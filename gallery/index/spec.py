@@ -55,8 +55,8 @@ the tables):
   on 99.9% of mated probes), 7x on the default data (490 cells, 99.7%; the fixed eighth gave 18x
   and 96.3% in the same run) and 10x on the varied data (703 cells, 95.0%; 33x and 88.1%), the same
   at 100%, 50% and 10% mated traffic (those cells were measured on 4000 sampled images; the
-  64,000 sampled now give 108, 504 and 682 on benchmarks/ivf_codes.py's indexes). Of a search at an eighth of the cells, the fast-scan takes
-  60-70%, the exact re-rank of 160 candidates read in place from the memory-mapped shards about a
+  64,000 sampled now give 108, 504 and 682 on benchmarks/ivf_codes.py's indexes). Of a search at
+  an eighth of the cells, the fast-scan takes 60-70%, the exact re-rank of 160 candidates read in place from the memory-mapped shards about a
   fifth, and the identity grouping an eighth. At 40x the budget is 0.25 ms a query at 1M, and the
   scan of an eighth of the cells alone takes 0.26 ms.
 
