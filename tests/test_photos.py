@@ -360,7 +360,8 @@ def test_remove_leaves_no_byte_of_the_person_even_after_an_interrupted_add(tmp_p
 
 @pytest.mark.slow
 def test_a_photo_build_stopped_with_ctrl_c_resumes_where_it_stopped_and_says_so(tmp_path):
-    photos = copied_photos(FACES / "gallery", tmp_path / "photos", 4)  # 36 photos, in one 100k-row shard
+    # 90 photos, in one 100k-row shard: enough that the first checkpoint (2 s) comes before the last photo
+    photos = copied_photos(FACES / "gallery", tmp_path / "photos", 10)
     root = tmp_path / "g"
     build = [sys.executable, "-m", "gallery.cli", "build", str(photos), "-o", str(root), "--workers", "1"]
     child = subprocess.Popen(build, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -370,10 +371,10 @@ def test_a_photo_build_stopped_with_ctrl_c_resumes_where_it_stopped_and_says_so(
     rerun = subprocess.run(build, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     done = [line for line in rerun.stderr.splitlines() if line.startswith("resuming: ")]
-    assert len(done) == 1 and done[0].endswith(" of 36 photos already done"), rerun.stderr
-    assert checkpointed <= int(done[0].split()[1]) < 36
+    assert len(done) == 1 and done[0].endswith(" of 90 photos already done"), rerun.stderr
+    assert checkpointed <= int(done[0].split()[1]) < 90
     g = Gallery.open(root)
-    assert len(g) == 36 and len(g.manifest.shards) == 1, "the checkpoints are merged into one shard at commit"
+    assert len(g) == 90 and len(g.manifest.shards) == 1, "the checkpoints are merged into one shard at commit"
     g.verify()
 
 
