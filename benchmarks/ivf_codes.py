@@ -9,8 +9,15 @@ mated probes, and at the threshold where exact search gives FPIR 1%, FNIR, FPIR 
 search's correct accepts are lost. ``nprobe = nlist`` visits every cell, so what it still loses is
 the codes'. The scan is timed on 1000 probes (50% mated, best of 3; FAISS's scan alone, no re-rank).
 
+``--coverage`` adds the nprobe the gallery's rule would measure at other shares of its images (the
+rule's own share is :data:`gallery.index.coverage.COVERAGE`). For every (code, nprobe) it also
+reports how deep the codes rank a mate: each of 4000 enrolled images is searched (itself left out),
+and the rank of the first other image of its identity among the candidates is read; a code whose
+99.5% quantile exceeds the shortlist loses mates that the cells did hold.
+
     .venv/bin/python benchmarks/ivf_codes.py --model varied
     .venv/bin/python benchmarks/ivf_codes.py --model even --nlist 4096 --nprobe measured,192,256
+    .venv/bin/python benchmarks/ivf_codes.py --model default --codes PQ64x4fs --coverage 0.995,0.998
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import numpy as np
 
 from gallery.index import VectorIndex, choose_index_spec, training_sample
 from gallery.index.build import knn
-from gallery.index.coverage import with_measured_nprobe
+from gallery.index.coverage import COVERAGE, cells_for_coverage, with_measured_nprobe
 from gallery.index.exact import exact_search
 from gallery.metrics.identification import fpir_threshold
 from gallery.store.shards import VectorTable
@@ -36,8 +43,10 @@ from search_scale import GENUINE, K, K_RECORDS, MODELS, TARGET_FPIR, group_top1,
 IMAGES = 3
 
 
-def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) -> tuple[dict, int]:
-    """One FAISS index per code type over the same trained quantizer, and the gallery's measured nprobe."""
+def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str],
+          coverages: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
+    """One FAISS index per code type over the same trained quantizer, the gallery's measured nprobe, and
+    the nprobe measured at each of ``coverages``."""
     n, d = xb.shape
     spec = choose_index_spec(n, d, "ivfpq", nlist=nlist)
     sample = xb[training_sample(n, spec)]
@@ -46,7 +55,9 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) 
     centroids = faiss.extract_index_ivf(first.index).quantizer.reconstruct_n(0, nlist)
     ids = np.arange(n, dtype=np.int64)
     first.add(ids, xb)
-    measured = with_measured_nprobe(first, ids, identities, VectorTable([ids], [xb], d)).spec.nprobe
+    table = VectorTable([ids], [xb], d)
+    at = {c: cells_for_coverage(first, ids, identities, table, coverage=c) for c in coverages}
+    measured = with_measured_nprobe(first, ids, identities, table).spec.nprobe
     indexes = {}
     for code in codes:
         if spec.factory.endswith("," + code):
@@ -57,7 +68,23 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str]) 
         index.train(sample)
         index.add_with_ids(xb, ids)
         indexes[code] = index
-    return indexes, measured
+    return indexes, measured, at
+
+
+def mate_ranks(index, xb, code_of, nprobe: int, sample: int = 4000, depth: int = 1000) -> dict:
+    """Quantiles of the rank the codes give the first other image of an enrolled image's identity
+    (the image itself left out), over the images whose mate is among ``depth`` candidates."""
+    rows = np.random.default_rng(0).choice(len(xb), sample, replace=False)
+    _, cand = knn(index, xb[rows], depth + 1, faiss.SearchParametersIVF(nprobe=nprobe))
+    ranks = []
+    for row, own in zip(cand, rows):
+        row = row[(row != own) & (row >= 0)]
+        hit = np.flatnonzero(code_of[row] == code_of[own])
+        if len(hit):
+            ranks.append(int(hit[0]) + 1)
+    ranks = np.asarray(ranks)
+    return {"found": len(ranks), "sampled": sample,
+            **{f"q{q}": int(np.quantile(ranks, q, method="higher")) for q in (0.99, 0.995, 0.999)}}
 
 
 def reranked_top1(index, xb, xq, code_of, nprobe: int, shortlist: int):
@@ -77,6 +104,7 @@ def main() -> int:
     p.add_argument("--codes", default="PQ64x4fs,PQ32x4fs,PQ128x4fs", help="FAISS code factory strings")
     p.add_argument("--nprobe", default="measured,all", help="'measured' (the gallery's rule), 'all', or numbers")
     p.add_argument("--shortlist", default="160,320,1000")
+    p.add_argument("--coverage", default="", help="other shares of images for the measured nprobe, e.g. 0.995,0.998")
     p.add_argument("--probes", type=int, default=1000, help="mated probes; as many strangers")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -93,14 +121,18 @@ def main() -> int:
     exact_accepts = mated & (exact_top1[0] == truth) & (exact_top1[1] >= thr)
 
     t = time.perf_counter()
-    indexes, measured = build(xb, data.identities, args.nlist, args.codes.split(","))
-    print(f"[{args.model}] built {len(indexes)} indexes in {time.perf_counter() - t:.0f} s; measured nprobe {measured}",
-          file=sys.stderr, flush=True)
+    coverages = tuple(float(c) for c in args.coverage.split(",") if c)
+    indexes, measured, at = build(xb, data.identities, args.nlist, args.codes.split(","), coverages)
+    print(f"[{args.model}] built {len(indexes)} indexes in {time.perf_counter() - t:.0f} s; measured nprobe {measured}"
+          f" (coverage {COVERAGE}); " + ", ".join(f"{c}: {n}" for c, n in at.items()), file=sys.stderr, flush=True)
     probes = sorted({measured if s == "measured" else args.nlist if s == "all" else int(s)
-                     for s in args.nprobe.split(",")})
-    rows = []
+                     for s in args.nprobe.split(",")} | set(at.values()))
+    rows, ranks = [], []
     for name, index in indexes.items():
         for nprobe in probes:
+            ranks.append({"codes": name, "nprobe": nprobe, **mate_ranks(index, xb, code_of, nprobe)})
+            print(f"{name:>10} nprobe {nprobe:4d}: the codes rank an enrolled image's first mate at "
+                  + ", ".join(f"{k} {v}" for k, v in ranks[-1].items() if k.startswith("q")), flush=True)
             best = np.inf
             for _ in range(3):
                 t = time.perf_counter()
@@ -119,7 +151,9 @@ def main() -> int:
                       flush=True)
     exact = outcomes(exact_top1, exact_top1, truth, mated, thr)
     out = {"model": args.model, "n": len(xb), "identities": args.identities, "probes_mated": args.probes,
-           "probes_nonmated": args.probes, "threshold": thr, "exact": exact, "measured_nprobe": measured, "rows": rows}
+           "probes_nonmated": args.probes, "threshold": thr, "exact": exact, "measured_nprobe": measured,
+           "coverage": COVERAGE, "nprobe_at_coverage": {str(c): n for c, n in at.items()}, "mate_ranks": ranks,
+           "rows": rows}
     path = args.out or Path(__file__).parent / "results" / f"ivf_codes-{args.model}-{len(xb)}-nlist{args.nlist}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"exact: FNIR {exact['fnir']:.4f}, FPIR {exact['fpir']:.4f}; wrote {path}", file=sys.stderr)
