@@ -45,20 +45,23 @@ the tables):
   in the cell of their mean, finds no more mates at equal scan cost, and an HNSW graph over the same
   vectors found fewer. So a fixed share of the cells cannot be right for every gallery: once an
   inverted file is filled (a new gallery, ``gallery rebuild-index``), unless ``nprobe`` was given,
-  :func:`~gallery.index.coverage.with_measured_nprobe` sets it to the fewest cells in which 99.5% of
+  :func:`~gallery.index.coverage.with_measured_nprobe` sets it to the fewest cells in which 99.9% of
   a sample of the gallery's own images find another image of their identity (measured on the
-  quantizer alone; a held-out image has one mate fewer than a new probe, so it errs toward more
-  cells). ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate``
-  measures FPIR through whichever index the gallery searches with, so its threshold holds either way.
-* **What it costs.** At 1M x 512 on two cores the measured nprobe answers 25-31x as many queries
-  as exact search at the machine's matmul limit on the even data (96 of 1024 cells, rank-1 = exact
-  on 99.9% of mated probes), 7x on the default data (490 cells, 99.7%; the fixed eighth gave 18x
-  and 96.3% in the same run) and 10x on the varied data (703 cells, 95.0%; 33x and 88.1%), the same
-  at 100%, 50% and 10% mated traffic (those cells were measured on 4000 sampled images; the
-  64,000 sampled now give 108, 504 and 682 on benchmarks/ivf_codes.py's indexes). Of a search at
-  an eighth of the cells, the fast-scan takes 60-70%, the exact re-rank of 160 candidates read in place from the memory-mapped shards about a
-  fifth, and the identity grouping an eighth. At 40x the budget is 0.25 ms a query at 1M, and the
-  scan of an eighth of the cells alone takes 0.26 ms.
+  quantizer alone). A held-out image has one mate fewer than a new probe, yet 99.5% was not enough:
+  rank-1 = exact on 99.7% (even) and 99.6% (default) of new mated probes; 99.9% gave 100% on both.
+  ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate`` measures
+  FPIR through whichever index the gallery searches with, so its threshold holds either way.
+* **What it costs**, at 1M x 512 on two cores (a Zen 4 with AVX-512; benchmarks/README.md): the
+  auto gallery answers 22-28x as many queries as exact search at the machine's matmul limit on the
+  even data (182 of 1024 cells, rank-1 = exact on 100% of mated probes, exact's FNIR), 9-12x on the
+  default data (688 cells, 100%, exact's FNIR; the fixed eighth gave 30-38x and 96.3% in the same
+  run) and 9x on the varied data (859 cells, 95.0%, FNIR 2.4 points above exact's: what remains is
+  lost by the 4-bit codes: of held-out images whose mate exact search ranks among the best 160,
+  5.5% have it outside the index's 160 candidates there, 0.15% on the other two), the same at 100%,
+  50% and 10% mated traffic. The fast-scan
+  of the cells takes most of a search; the exact re-rank of 160 candidates read in place from the
+  memory-mapped shards and the identity grouping the rest. At 40x the budget is about 0.2 ms a
+  query at 1M here, and the scan of the 182 cells the even data needs takes about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks); ``gallery rebuild-index`` gives them these defaults.
