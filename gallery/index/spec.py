@@ -55,13 +55,13 @@ the tables):
   auto gallery answers 22-28x as many queries as exact search at the machine's matmul limit on the
   even data (182 of 1024 cells, rank-1 = exact on 100% of mated probes, exact's FNIR), 9-12x on the
   default data (688 cells, 100%, exact's FNIR; the fixed eighth gave 30-38x and 96.3% in the same
-  run) and 9x on the varied data (859 cells, 95.0%, FNIR 2.4 points above exact's: what remains is
+  run) and 9x on the varied data (859 cells, 95.0%, FNIR 2.4 points above exact's; what remains is
   lost by the 4-bit codes: of held-out images whose mate exact search ranks among the best 160,
-  5.5% have it outside the index's 160 candidates there, 0.15% on the other two), the same at 100%,
-  50% and 10% mated traffic. The fast-scan
-  of the cells takes most of a search; the exact re-rank of 160 candidates read in place from the
-  memory-mapped shards and the identity grouping the rest. At 40x the budget is about 0.2 ms a
-  query at 1M here, and the scan of the 182 cells the even data needs takes about 0.23 ms alone.
+  5.5% have it outside the index's 160 candidates there, 0.15% on the other two), the same at
+  100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the exact
+  re-rank of 160 candidates read in place from the memory-mapped shards and the identity grouping
+  the rest. At 40x the budget is about 0.2 ms a query at 1M here, and the scan of the 182 cells the
+  even data needs takes about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks); ``gallery rebuild-index`` gives them these defaults.
