@@ -32,8 +32,8 @@ import numpy as np
 from gallery.index.exact import exact_search
 from gallery.index.kmeans import spherical_kmeans
 from gallery.synthetic import synthetic_gallery, synthetic_probes
+from search_scale import MODELS  # benchmarks/search_scale.py
 
-MODELS = {"default": {}, "even": {"noise_decay": 0.0}, "varied": {"tightness_spread": 0.4}}
 IMAGES = 3
 SAMPLE_PER_CELL = 64  # the gallery's training sample (gallery/index/build.py)
 

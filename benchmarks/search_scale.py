@@ -60,6 +60,9 @@ MODELS = {
     "default": {},  # noise shaped like the identity spectrum (the hard case for IVF)
     "even": {"noise_decay": 0.0},  # noise spread evenly over all directions
     "varied": {"tightness_spread": 0.4},  # identities differ in tightness
+    # a steeper identity spectrum, images varying evenly: identities differ most along a few directions,
+    # which the cells follow and an image's noise barely moves along (the easy case for IVF)
+    "steep": {"spectrum_decay": 1.0, "noise_decay": 0.0},
 }
 
 
