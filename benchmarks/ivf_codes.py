@@ -34,7 +34,7 @@ import numpy as np
 
 from gallery.index import VectorIndex, choose_index_spec, training_sample
 from gallery.index.build import knn
-from gallery.index.coverage import COVERAGE, cells_for_coverage, with_measured_nprobe
+from gallery.index.coverage import COVERAGE, cells_for_coverage, centroids_of, with_measured_nprobe
 from gallery.index.exact import exact_search
 from gallery.metrics.identification import fpir_threshold
 from gallery.store.shards import VectorTable
@@ -53,7 +53,7 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str],
     sample = xb[training_sample(n, spec)]
     first = VectorIndex.create(spec)
     first.train(sample)
-    centroids = faiss.extract_index_ivf(first.index).quantizer.reconstruct_n(0, nlist)
+    centroids = centroids_of(first)
     ids = np.arange(n, dtype=np.int64)
     first.add(ids, xb)
     table = VectorTable([ids], [xb], d)

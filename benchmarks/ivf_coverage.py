@@ -22,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from gallery.index import VectorIndex, choose_index_spec, training_sample
-from gallery.index.coverage import cell_of, cells_for_coverage
+from gallery.index.coverage import cell_of, cells_for_coverage, centroids_of
 from gallery.store.shards import VectorTable
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 from search_scale import GENUINE, MODELS  # benchmarks/search_scale.py
@@ -40,8 +39,7 @@ def probe_cells_needed(index: VectorIndex, xq: np.ndarray, probe_code: np.ndarra
     held, held_cell = cell_of(index)
     cell = np.empty(len(code_of), np.int64)
     cell[held] = held_cell
-    ivf = faiss.extract_index_ivf(index.index)
-    centroids = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    centroids = centroids_of(index)
     order = np.argsort(code_of, kind="stable")
     starts = np.searchsorted(code_of[order], np.arange(code_of.max() + 2))
     needed = np.empty(len(xq), np.int64)

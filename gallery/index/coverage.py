@@ -57,6 +57,14 @@ def cell_of(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ids), np.concatenate(cells)
 
 
+def centroids_of(index: VectorIndex) -> np.ndarray:
+    """The IVF cells' centroids (nlist, d), read in place (``faiss.contrib.torch_utils`` may wrap
+    ``reconstruct_n``)."""
+    ivf = faiss.extract_index_ivf(index.index)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    return faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+
+
 def cells_for_coverage(
     index: VectorIndex,
     ids: np.ndarray,
@@ -88,8 +96,7 @@ def cells_for_coverage(
     rng = np.random.default_rng(seed)
     probes = np.sort(rng.choice(eligible, min(sample, len(eligible)), replace=False))
     ivf = faiss.extract_index_ivf(index.index)
-    quantizer = faiss.downcast_index(ivf.quantizer)  # read in place: faiss.contrib.torch_utils may wrap reconstruct_n
-    centroids = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    centroids = centroids_of(index)
     pair_probe, mate = _mate_pairs(probes, by_code, starts, code, size)
     needed = np.full(len(probes), ivf.nlist, np.int64)
     block = max(1, _CHUNK_CELLS // ivf.nlist)
