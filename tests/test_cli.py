@@ -102,7 +102,7 @@ def test_info_remove_and_rebuild(tmp_path, files, data):
     assert victim not in Gallery.open(g).identities
     r = run("rebuild-index", "-g", g, "--index", "ivfpq", "--nlist", "16")
     assert r.exit_code == 0, r.output
-    assert Gallery.open(g).manifest.index.factory.startswith("IVF16,")
+    assert Gallery.open(g).manifest.index.factory.startswith("RR64,IVF16,")
 
 
 @pytest.mark.parametrize(

@@ -455,7 +455,7 @@ def test_rebuild_index_from_flat_to_ivfpq_and_back_keeps_answers(built, small_se
     before = [r.matches[0].identity for r in built.search(q, k=1)]
     assert np.mean(np.array(before) == labels) > 0.9
     spec = built.rebuild_index("ivfpq", nlist=16, pq_m=32, nprobe=16, rerank=8)
-    assert spec.kind == "ivfpq" and built.manifest.index.factory == "IVF16,PQ32x4fs"
+    assert spec.kind == "ivfpq" and built.manifest.index.factory == "RR64,IVF16,PQ32x4fs"
     assert built.manifest.index.ntotal == 1800 and built.manifest.index.trained_on > 0
     after = [r.matches[0].identity for r in Gallery.open(built.root).search(q, k=1)]
     assert np.mean(np.array(before) == np.array(after)) >= 0.98
@@ -491,7 +491,7 @@ def test_info_names_the_model_default_threshold(tmp_path, small_set):
 
 def test_info_of_an_ivfpq_gallery_reports_its_parameters(twenty_k):
     info = twenty_k[4].info()
-    assert info["index"]["kind"] == "ivfpq" and info["index"]["factory"] == "IVF128,PQ32x4fs"
+    assert info["index"]["kind"] == "ivfpq" and info["index"]["factory"] == "RR64,IVF128,PQ32x4fs"
     assert (info["index"]["nlist"], info["index"]["pq_m"], info["index"]["nprobe"], info["index"]["rerank"]) == (128, 32, 64, 8)
     assert info["index"]["trained_on"] > 0 and info["ram_bytes"]["per_vector"] < 64 * 4
 

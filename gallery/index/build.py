@@ -82,11 +82,14 @@ class VectorIndex:
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         ivf = faiss.extract_index_ivf(self.index)
         LOG.info("training %s on %d vectors", self.spec.factory, len(sample))
+        rotation = rotation_of(self.index)
+        if rotation is not None and not rotation.is_trained:
+            rotation.init(seed)
         if ivf.quantizer.ntotal == 0:  # FAISS does not retrain a quantizer that holds nlist centroids
             cap = min(len(sample), ivf.nlist * ivf.cp.max_points_per_centroid)
             rows = np.random.default_rng(seed).choice(len(sample), cap, replace=False) if cap < len(sample) else slice(None)
-            ivf.quantizer.add(spherical_kmeans(sample[rows], ivf.nlist, niter=ivf.cp.niter, seed=seed,
-                                               device=self._device))
+            points = sample[rows] if rotation is None else rotation.apply(sample[rows])
+            ivf.quantizer.add(spherical_kmeans(points, ivf.nlist, niter=ivf.cp.niter, seed=seed, device=self._device))
         ivf.cp.seed = seed
         self.index.train(sample)
 
@@ -190,6 +193,15 @@ class VectorIndex:
         except RuntimeError as e:
             raise CorruptGalleryError(f"{path}: cannot read FAISS index ({str(e).splitlines()[0]})") from None
         return cls(index, spec, gpu=gpu)
+
+
+def rotation_of(index: faiss.Index) -> Optional[faiss.RandomRotationMatrix]:
+    """The random rotation an IVF-PQ index applies before its cells and codes, or None (flat indexes, and
+    IVF-PQ indexes written before :attr:`~gallery.index.spec.IndexSpec.factory` named one)."""
+    index = faiss.downcast_index(index)
+    if not isinstance(index, faiss.IndexPreTransform):
+        return None
+    return faiss.downcast_VectorTransform(index.chain.at(0))
 
 
 def knn(index: faiss.Index, xq: np.ndarray, k: int, params: Optional[faiss.SearchParameters] = None):

@@ -105,10 +105,11 @@ class IndexSpec:
 
     @property
     def factory(self) -> str:
-        """The FAISS index_factory string (flat is wrapped in IDMap2 for stable ids)."""
+        """The FAISS index_factory string (flat is wrapped in IDMap2 for stable ids; ivfpq rotates the
+        vectors at random first, see the module docstring)."""
         if self.kind == "flat":
             return "IDMap2,Flat"
-        return f"IVF{self.nlist},PQ{self.pq_m}x4fs"
+        return f"RR{self.dim},IVF{self.nlist},PQ{self.pq_m}x4fs"
 
     def probes(self, nprobe: Optional[int] = None, recheck_nprobe: Optional[int] = None) -> tuple[int, int]:
         """(cells per query, cells for the opt-in recheck of queries below the threshold) for one search;
@@ -164,7 +165,7 @@ def choose_index_spec(
     >>> choose_index_spec(10_000, 128).factory
     'IDMap2,Flat'
     >>> choose_index_spec(1_000_000, 512).factory
-    'IVF1024,PQ64x4fs'
+    'RR512,IVF1024,PQ64x4fs'
     """
     if kind not in KINDS:
         raise InvalidInputError(f"unknown index kind {kind!r}; choose one of: {', '.join(KINDS)}")

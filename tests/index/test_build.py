@@ -10,6 +10,8 @@ import pytest
 
 from gallery import CorruptGalleryError, InvalidInputError
 from gallery.index import VectorIndex, build_index, choose_index_spec, training_sample
+from gallery.index.build import rotation_of
+from gallery.index.coverage import centroids_of
 from gallery.store.shards import VectorTable
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 
@@ -176,11 +178,11 @@ def test_without_the_vectors_ivfpq_scores_are_approximate(ivf, data):
 
 def test_per_call_knobs_leave_the_index_defaults_unchanged(ivf, data, table):
     _, _, xq = data
-    before = (ivf.spec, ivf.index.nprobe, faiss.extract_index_ivf(ivf.index).nprobe)
+    before = (ivf.spec, faiss.extract_index_ivf(ivf.index).nprobe)
     default = ivf.search(xq[:50], 5, vectors=table)
     ivf.search(xq[:50], 5, nprobe=64, rerank=32, vectors=table)
     ivf.search(xq[:50], 5, nprobe=1, rerank=1, vectors=table)
-    assert (ivf.spec, ivf.index.nprobe, faiss.extract_index_ivf(ivf.index).nprobe) == before
+    assert (ivf.spec, faiss.extract_index_ivf(ivf.index).nprobe) == before
     again = ivf.search(xq[:50], 5, vectors=table)
     assert np.array_equal(default[1], again[1]) and np.array_equal(default[0], again[0])
 
@@ -250,13 +252,13 @@ def test_add_extends_without_retraining(data):
     x, ids, xq = data
     spec = choose_index_spec(len(x), x.shape[1], "ivfpq", **IVF)
     index = build_index(spec, x[:4000], [(ids[:-100], x[:-100])])
-    ivf = faiss.extract_index_ivf(index.index)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index.index))
     centroids = faiss.serialize_index(ivf.quantizer).copy()
-    codebooks = faiss.vector_to_array(index.index.pq.centroids).copy()
+    codebooks = faiss.vector_to_array(ivf.pq.centroids).copy()
     index.add(ids[-100:], x[-100:])
     assert index.ntotal == len(x)
     assert np.array_equal(faiss.serialize_index(ivf.quantizer), centroids)
-    assert np.array_equal(faiss.vector_to_array(index.index.pq.centroids), codebooks)
+    assert np.array_equal(faiss.vector_to_array(ivf.pq.centroids), codebooks)
     _, I = index.search(x[-100:], 1, nprobe=64, rerank=16, vectors=VectorTable([ids], [x], x.shape[1]))
     assert np.array_equal(I[:, 0], ids[-100:])  # the added vectors are found, each as its own nearest
 
@@ -313,3 +315,26 @@ def test_set_threads_caps_faiss_torch_and_the_blas_that_exact_search_multiplies_
         finally:
             torch.set_num_threads(before[0])
             faiss.omp_set_num_threads(before[1])
+
+
+def test_ivfpq_rotates_vectors_at_random_before_its_cells_and_codes_keeping_every_inner_product(ivf, data):
+    x, _, _ = data
+    rotation = rotation_of(ivf.index)
+    assert rotation is not None and rotation.is_trained and rotation.is_orthonormal
+    y = rotation.apply(x[:50])
+    assert not np.allclose(y, x[:50], atol=1e-2)
+    assert np.allclose(y @ y.T, x[:50] @ x[:50].T, atol=1e-5)
+
+
+def test_an_ivfpq_index_written_before_the_rotation_still_searches_and_reports_its_cells(data, table, tmp_path):
+    x, ids, _ = data
+    spec = choose_index_spec(len(x), x.shape[1], "ivfpq", **IVF)
+    old = VectorIndex(faiss.index_factory(spec.dim, f"IVF{spec.nlist},PQ{spec.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT), spec)
+    build_index(spec, x[training_sample(len(x), spec)], [(ids, x)], trained=old)
+    old.save(tmp_path / "old.faiss")
+    loaded = VectorIndex.load(tmp_path / "old.faiss", spec)
+    assert rotation_of(loaded.index) is None
+    _, I = loaded.search(x[:100], 1, nprobe=64, rerank=16, vectors=table)
+    assert np.array_equal(I[:, 0], ids[:100])
+    quantizer = faiss.extract_index_ivf(loaded.index).quantizer
+    assert np.array_equal(centroids_of(loaded), quantizer.reconstruct_n(0, spec.nlist))

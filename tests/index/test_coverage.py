@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from gallery.index import build_index, choose_index_spec, training_sample
-from gallery.index.build import knn
-from gallery.index.coverage import cell_of, cells_for_coverage, with_measured_nprobe
+from gallery.index.build import knn, rotation_of
+from gallery.index.coverage import cell_of, cells_for_coverage, centroids_of, with_measured_nprobe
 from gallery.index.spec import MIN_NPROBE
 from gallery.store.shards import VectorTable
 from gallery.synthetic import synthetic_gallery
@@ -32,10 +32,16 @@ def even():
     return indexed(noise_decay=0.0)
 
 
+def as_the_cells_see_it(index, x):
+    """``x`` after the random rotation FAISS applies before the quantizer."""
+    return rotation_of(index.index).apply(x)
+
+
 def cells_needed_by_hand(index, ids, labels, x):
     """Per enrolled image with a mate: the rank of the best-ranked cell holding another image of its identity,
     from the quantizer's own top-1 assignment of every image and a full sort of the centroids."""
     ivf = faiss.extract_index_ivf(index.index)
+    x = as_the_cells_see_it(index, x)
     _, home = knn(ivf.quantizer, x, 1)
     _, order = knn(ivf.quantizer, x, ivf.nlist)
     needed = []
@@ -50,9 +56,18 @@ def cells_needed_by_hand(index, ids, labels, x):
 def test_each_record_is_found_in_the_cell_the_quantizer_assigns_it(shaped):
     index, ids, _, _, x = shaped
     held, cell = cell_of(index)
-    _, home = knn(faiss.extract_index_ivf(index.index).quantizer, x, 1)
+    _, home = knn(faiss.extract_index_ivf(index.index).quantizer, as_the_cells_see_it(index, x), 1)
     assert sorted(held.tolist()) == sorted(ids.tolist())
     assert np.array_equal(cell[np.argsort(held)], home[np.argsort(ids), 0])
+
+
+def test_the_centroids_are_read_back_in_the_space_of_the_stored_vectors(shaped):
+    index, ids, _, _, x = shaped
+    held, cell = cell_of(index)
+    nearest = (x @ centroids_of(index).T).argmax(axis=1)
+    assert np.mean(nearest[np.argsort(ids)] == cell[np.argsort(held)]) > 0.999  # ties aside
+    unrotated = faiss.rev_swig_ptr(faiss.downcast_index(faiss.extract_index_ivf(index.index).quantizer).get_xb(), x.shape[1])
+    assert not np.allclose(centroids_of(index)[0], unrotated, atol=1e-3)
 
 
 def test_the_measure_is_the_coverage_quantile_of_a_count_by_hand(shaped):

@@ -28,7 +28,7 @@ def test_auto_rule(n, d, kind, nlist, pq_m):
 
 def test_factory_strings():
     assert choose_index_spec(100, 64).factory == "IDMap2,Flat"
-    assert choose_index_spec(1_000_000, 512).factory == "IVF1024,PQ64x4fs"
+    assert choose_index_spec(1_000_000, 512).factory == "RR512,IVF1024,PQ64x4fs"
     assert choose_index_spec(1_000_000, 512).nprobe == 1024 // NPROBE_DIVISOR
 
 
@@ -97,13 +97,13 @@ def test_default_ivfpq_parameters_are_always_buildable(n, d):
     assert spec.nprobe == min(max(MIN_NPROBE, spec.nlist // NPROBE_DIVISOR), spec.nlist)
     assert spec.recheck_nprobe == 0  # no recheck: a search costs the same whoever is asking
     assert spec.rerank == 2 and spec.candidates(10) == max(20, SHORTLIST)
-    assert spec.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs"
+    assert spec.factory == f"RR{d},IVF{spec.nlist},PQ{spec.pq_m}x4fs"
 
 
 def test_every_override_is_honoured_and_printed_in_the_factory():
     spec = choose_index_spec(50_000, 96, "ivfpq", nlist=128, pq_m=24, nprobe=7, rerank=9, recheck_nprobe=64)
     assert (spec.kind, spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == ("ivfpq", 128, 24, 7, 9)
-    assert spec.factory == "IVF128,PQ24x4fs"
+    assert spec.factory == "RR96,IVF128,PQ24x4fs"
     assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9, "recheck_nprobe": 64}
 
 
