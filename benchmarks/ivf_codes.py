@@ -7,7 +7,8 @@ the FAISS candidates, scores them exactly, groups them by identity, and compares
 on mated and non-mated probes mixed 50/50 (the probes of ``search_scale.py``): rank-1 = exact on
 mated probes, and at the threshold where exact search gives FPIR 1%, FNIR, FPIR and how many of exact
 search's correct accepts are lost. ``nprobe = nlist`` visits every cell, so what it still loses is
-the codes'. The scan is timed on 1000 probes (50% mated, best of 3; FAISS's scan alone, no re-rank).
+the codes'. Each code is measured after the gallery's random rotation (named ``RR,<code>``) and
+without it (``--rotation``). The scan is timed on 1000 probes (50% mated, best of 3; FAISS's scan alone, no re-rank).
 
 ``--coverage`` adds the nprobe the gallery's rule would measure at other shares of its images (the
 rule's own share is :data:`gallery.index.coverage.COVERAGE`). For every (code, nprobe) it also
@@ -33,7 +34,7 @@ import faiss
 import numpy as np
 
 from gallery.index import VectorIndex, choose_index_spec, training_sample
-from gallery.index.build import knn
+from gallery.index.build import knn, rotation_of
 from gallery.index.coverage import COVERAGE, cells_for_coverage, centroids_of, with_measured_nprobe
 from gallery.index.exact import exact_search
 from gallery.metrics.identification import fpir_threshold
@@ -42,12 +43,15 @@ from gallery.synthetic import synthetic_gallery, synthetic_probes
 from search_scale import GENUINE, K, K_RECORDS, MODELS, TARGET_FPIR, group_top1, outcomes  # benchmarks/search_scale.py
 
 IMAGES = 3
+#: The rotation's seed: VectorIndex.train's default, so the rotated index is the gallery's own.
+SEED = 1234
 
 
-def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str],
+def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str], rotations: list[bool],
           coverages: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
-    """One FAISS index per code type over the same trained quantizer, the gallery's measured nprobe, and
-    the nprobe measured at each of ``coverages``."""
+    """One FAISS index per code type, with and/or without the gallery's random rotation before it, over
+    the same trained quantizer; the gallery's measured nprobe, and the nprobe measured at each of
+    ``coverages``."""
     n, d = xb.shape
     spec = choose_index_spec(n, d, "ivfpq", nlist=nlist)
     sample = xb[training_sample(n, spec)]
@@ -61,14 +65,20 @@ def build(xb: np.ndarray, identities: np.ndarray, nlist: int, codes: list[str],
     measured = with_measured_nprobe(first, ids, identities, table).spec.nprobe
     indexes = {}
     for code in codes:
-        if spec.factory.endswith("," + code):
-            indexes[code] = first.index
-            continue
-        index = faiss.index_factory(d, f"IVF{nlist},{code}", faiss.METRIC_INNER_PRODUCT)
-        faiss.extract_index_ivf(index).quantizer.add(centroids)
-        index.train(sample)
-        index.add_with_ids(xb, ids)
-        indexes[code] = index
+        for rotated in rotations:
+            factory = f"{f'RR{d},' if rotated else ''}IVF{nlist},{code}"
+            name = f"{'RR,' if rotated else ''}{code}"
+            if factory == spec.factory:
+                indexes[name] = first.index
+                continue
+            index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+            rotation = rotation_of(index)
+            if rotation is not None:
+                rotation.init(SEED)
+            faiss.extract_index_ivf(index).quantizer.add(centroids if rotation is None else rotation.apply(centroids))
+            index.train(sample)
+            index.add_with_ids(xb, ids)
+            indexes[name] = index
     return indexes, measured, at
 
 
@@ -115,6 +125,7 @@ def main() -> int:
     p.add_argument("--identities", type=int, default=333_334)
     p.add_argument("--nlist", type=int, default=1024)
     p.add_argument("--codes", default="PQ64x4fs,PQ32x4fs,PQ128x4fs", help="FAISS code factory strings")
+    p.add_argument("--rotation", default="on,off", help="'on' (the gallery's random rotation before the IVF), 'off', or both")
     p.add_argument("--nprobe", default="measured,all", help="'measured' (the gallery's rule), 'all', or numbers")
     p.add_argument("--shortlist", default="160,320,1000")
     p.add_argument("--coverage", default="", help="other shares of images for the measured nprobe, e.g. 0.995,0.998")
@@ -135,7 +146,8 @@ def main() -> int:
 
     t = time.perf_counter()
     coverages = tuple(float(c) for c in args.coverage.split(",") if c)
-    indexes, measured, at = build(xb, data.identities, args.nlist, args.codes.split(","), coverages)
+    rotations = [{"on": True, "off": False}[r] for r in args.rotation.split(",")]
+    indexes, measured, at = build(xb, data.identities, args.nlist, args.codes.split(","), rotations, coverages)
     print(f"[{args.model}] built {len(indexes)} indexes in {time.perf_counter() - t:.0f} s; measured nprobe {measured}"
           f" (coverage {COVERAGE}); " + ", ".join(f"{c}: {n}" for c, n in at.items()), file=sys.stderr, flush=True)
     probes = sorted({measured if s == "measured" else args.nlist if s == "all" else int(s)
