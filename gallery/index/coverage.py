@@ -14,7 +14,8 @@ visiting more cells, but not far enough for the rank-1 target: covering 99.5% of
 108 of 1024 cells on a 1M x 512 gallery of gallery.synthetic where images vary evenly and 504 where
 they vary along the identities' directions, and rank-1 = exact on 99.7% and 99.6% of new mated
 probes. Covering :data:`COVERAGE` = 99.9% gave 182 and 688 cells and 100% on both, with the auto
-gallery at 22-28x and 9-12x exact search (benchmarks/search_scale.py, benchmarks/ivf_codes.py --coverage).
+gallery at 22-28x and 9-12x exact search on a Zen 4 (benchmarks/search_scale.py,
+benchmarks/ivf_codes.py --coverage).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ The rule behind ``kind="auto"``:
 * ``flat`` (exact inner product) while ``n * d <= AUTO_FLAT_MAX_CELLS`` (64M floats: 500k vectors at
   d=128, 125k at d=512). Exact search over that many floats still answers a batch of queries in
   milliseconds per query on two cores, and needs no training.
-* ``ivfpq`` above it: an inverted file with ``nlist`` cells over 4-bit fast-scan product-quantised
-  codes, whose candidates are re-ranked exactly with the float vectors memory-mapped from the shards.
+* ``ivfpq`` above it: a random rotation, then an inverted file with ``nlist`` cells over 4-bit
+  fast-scan product-quantised codes, whose candidates are re-ranked exactly with the float vectors
+  memory-mapped from the shards.
 
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
@@ -33,6 +34,15 @@ the tables):
   160 on all of them. At nprobe 128, 80 lost 0-0.6 points against 160, and 320 won 1.5 points on
   the varied data at 1.4-1.7x the cost (measured when the re-rank still gathered the candidates'
   vectors into one array; it now reads them in place, and the scan of the cells costs most).
+* **The codes see the vectors rotated at random** (``RR{d}`` in the factory). The 4-bit product
+  quantizer cuts a vector into ``pq_m`` runs of consecutive coordinates with 16 centroids each;
+  where an embedding's variance sits in few coordinates, the first runs carry most of it and the
+  codes push mates out of the shortlist. A random orthogonal rotation spreads it over all runs and
+  keeps every inner product, so the cells, the re-rank, the scores and every threshold are what they
+  were. Where identities differ along a few directions (``spectrum_decay=1.0``) it took rank-1 =
+  exact from 99.5% to 99.9% at the measured cells, with exact's FNIR and no exact accept lost; on
+  the varied data it halved the accepts the codes lose; on the even and default data it changed no
+  answer (``benchmarks/ivf_codes.py``). It costs about 4 ms per 1000 probes and 1 MB.
 * **nprobe follows how one identity's images spread over the cells, which depends on the data.**
   Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
   eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
@@ -51,19 +61,17 @@ the tables):
   rank-1 = exact on 99.7% (even) and 99.6% (default) of new mated probes; 99.9% gave 100% on both.
   ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate`` measures
   FPIR through whichever index the gallery searches with, so its threshold holds either way.
-* **What it costs**, at 1M x 512 on two cores (a Zen 4 with AVX-512; benchmarks/README.md): the
-  auto gallery answers 22-28x as many queries as exact search at the machine's matmul limit on the
-  even data (182 of 1024 cells, rank-1 = exact on 100% of mated probes, exact's FNIR), 9-12x on the
-  default data (688 cells, 100%, exact's FNIR; the fixed eighth gave 30-38x and 96.3% in the same
-  run) and 9x on the varied data (859 cells, 95.0%, FNIR 2.4 points above exact's; what remains is
-  lost by the 4-bit codes: of held-out images whose mate exact search ranks among the best 160,
-  5.5% have it outside the index's 160 candidates there, 0.15% on the other two), the same at
-  100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the exact
-  re-rank of 160 candidates read in place from the memory-mapped shards and the identity grouping
-  the rest. At 40x the budget is about 0.2 ms a query at 1M here, and the scan of the 182 cells the
-  even data needs takes about 0.23 ms alone. Where identities differ along a few directions
-  (``spectrum_decay=1.0``, images varying evenly) the rule measures 28 cells and the auto gallery
-  answers 50-63x exact search, but the 4-bit codes then lose 0.6% of rank-1 answers (FNIR +0.3).
+* **What it costs**, at 1M x 512 on two cores (a Zen 3, AVX2; benchmarks/README.md): the auto
+  gallery answers 23-26x as many queries as exact search at the machine's matmul limit on the even
+  data (182 of 1024 cells, rank-1 = exact on 100% of mated probes, exact's FNIR), 6-9x on the
+  default data (689 cells, 100%, exact's FNIR; the fixed eighth gave 26-30x and 96.7% in the same
+  run), 7-10x on the varied data (859 cells, 97.7%, FNIR 0.8 points above exact's; what remains is
+  lost by the 4-bit codes: the loose identities' mates fall out of the 160 candidates) and 41-45x on
+  the steep data (28 cells, 99.9%, FNIR +0.1 point, FPIR and wrong-identity accepts at most
+  exact's), the same at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a
+  search; the exact re-rank of 160 candidates read in place from the memory-mapped shards and the
+  identity grouping the rest. At 40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the
+  scan of the 182 cells the even data needs took about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks); ``gallery rebuild-index`` gives them these defaults.
