@@ -74,7 +74,8 @@ the tables):
   scan of the 182 cells the even data needs took about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
-rechecks); ``gallery rebuild-index`` gives them these defaults.
+rechecks), and index files written before the rotation search without it; ``gallery rebuild-index``
+gives them these defaults.
 """
 
 from __future__ import annotations
