@@ -67,6 +67,15 @@ class VectorIndex:
         return self._torch_device
 
     @property
+    def factory(self) -> str:
+        """What this index holds, as a FAISS factory string: the spec's, less the rotation for an ivfpq
+        file written before :attr:`~gallery.index.spec.IndexSpec.factory` named one (the manifest
+        describes the file, which an enrolment extends as it is)."""
+        if self.spec.kind == "ivfpq" and rotation_of(self.index) is None:
+            return self.spec.factory.split(",", 1)[1]
+        return self.spec.factory
+
+    @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 

@@ -48,7 +48,7 @@ def save_index(root: Path, index: VectorIndex, seq: int, trained_on: int) -> Ind
     make_dir(root / INDEX_DIR, root)
     name = index_name(seq)
     index.save(root / name, mode=file_mode(root))
-    return IndexInfo(file=name, sha256=sha256_file(root / name), kind=index.spec.kind, factory=index.spec.factory,
+    return IndexInfo(file=name, sha256=sha256_file(root / name), kind=index.spec.kind, factory=index.factory,
                      ntotal=index.ntotal, trained_on=trained_on, params=index.spec.params())
 
 

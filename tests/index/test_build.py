@@ -320,6 +320,7 @@ def test_set_threads_caps_faiss_torch_and_the_blas_that_exact_search_multiplies_
 def test_ivfpq_rotates_vectors_at_random_before_its_cells_and_codes_keeping_every_inner_product(ivf, data):
     x, _, _ = data
     rotation = rotation_of(ivf.index)
+    assert ivf.factory == ivf.spec.factory == f"RR{x.shape[1]},IVF64,PQ32x4fs"
     assert rotation is not None and rotation.is_trained and rotation.is_orthonormal
     y = rotation.apply(x[:50])
     assert not np.allclose(y, x[:50], atol=1e-2)
@@ -334,6 +335,7 @@ def test_an_ivfpq_index_written_before_the_rotation_still_searches_and_reports_i
     old.save(tmp_path / "old.faiss")
     loaded = VectorIndex.load(tmp_path / "old.faiss", spec)
     assert rotation_of(loaded.index) is None
+    assert loaded.factory == f"IVF{spec.nlist},PQ{spec.pq_m}x4fs" and spec.factory.startswith("RR")
     _, I = loaded.search(x[:100], 1, nprobe=64, rerank=16, vectors=table)
     assert np.array_equal(I[:, 0], ids[:100])
     quantizer = faiss.extract_index_ivf(loaded.index).quantizer
