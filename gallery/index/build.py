@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CorruptGalleryError, InvalidInputError
 from ..store.files import write_atomic
 from . import gpu as gpu_mod
-from .exact import as_tensor, exact_search
+from .exact import as_tensor, exact_search, rescored
 from .kmeans import spherical_kmeans
 from .spec import IndexSpec
 
@@ -26,6 +26,8 @@ LOG = logging.getLogger(__name__)
 
 #: Training sample per IVF cell (FAISS's k-means uses at most 256 points per centroid).
 TRAIN_POINTS_PER_CELL = 64
+#: Queries whose answers are rescored in float64 together (their (queries, k, d) copy stays small).
+RESCORE_QUERIES = 256
 
 
 class VectorSource(Protocol):
@@ -233,7 +235,10 @@ def _mark_missing(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSource) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of each query's candidates by exact inner product with their stored float vectors.
+    """The ``k`` best of each query's candidates by exact inner product with their stored float vectors,
+    scored as :func:`~gallery.index.exact.exact_search` scores them (a flat and an ivfpq gallery give one
+    pair the same score, so an inclusive threshold accepts it in both, and FPIR through the index is at
+    most exact search's).
 
     FAISS scores each (query, candidate) pair in place in the memory-mapped shards, on every thread it
     may use: gathering the candidates' vectors into one array first took 5x as long (1M x 512, 160
@@ -256,6 +261,13 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
     D[:, :kk] = np.take_along_axis(scores, top, axis=1)
     I[:, :kk] = np.take_along_axis(cand, top, axis=1)
     I[~np.isfinite(D)] = -1
+    for s in range(0, nq, RESCORE_QUERIES):  # the answers' scores as exact search gives them
+        ids = I[s : s + RESCORE_QUERIES, :kk]
+        v = rescored(xq[s : s + RESCORE_QUERIES], vectors.gather(ids))
+        v[ids < 0] = -np.inf
+        order = np.argsort(-v, axis=1, kind="stable")
+        D[s : s + RESCORE_QUERIES, :kk] = np.take_along_axis(v, order, axis=1)
+        I[s : s + RESCORE_QUERIES, :kk] = np.take_along_axis(ids, order, axis=1)
     return D, I
 
 

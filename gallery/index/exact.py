@@ -101,6 +101,13 @@ def exact_search(
     return D, I
 
 
+def rescored(xq: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Each query of ``xq`` (nq, d) scored against its own rows of ``x`` (nq, k, d): float32 products summed
+    in float64 and rounded to float32, the scores :func:`exact_search` returns, so that one (query, vector)
+    pair scores the same whichever index found it (module docstring)."""
+    return np.matmul(x.astype(np.float64), xq.astype(np.float64)[:, :, None])[:, :, 0].astype(np.float32)
+
+
 def _rescored(torch, xb, q, p):
     """float32 scores of rows ``p`` (ranked by (-score, row)) for each query of ``q``, summed in float64,
     and the rows re-ranked by them; a stable sort keeps the given order among equal scores."""
