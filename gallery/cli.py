@@ -80,7 +80,7 @@ def _gallery_option(*names: str):
 def _index_options(f):
     f = click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: exact re-rank of RERANK * k candidates.")(f)
     f = click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited per query (default: measured on the gallery's own images).")(f)
-    f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d).")(f)
+    f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d; default: d/4, doubled where the gallery's own images show the codes lose answers).")(f)
     f = click.option("--nlist", type=click.IntRange(min=1), help="ivfpq: inverted lists (default ~4*sqrt(n)).")(f)
     return f
 
@@ -313,7 +313,7 @@ def info(gallery_dir, verify, as_json) -> None:
         click.echo(json.dumps(d, indent=2))
         return
     idx = d["index"] or {}
-    params = ", ".join(f"{k}={idx[k]}" for k in ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe") if idx.get(k))
+    params = ", ".join(f"{k}={idx[k]}" for k in ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe", "shortlist") if idx.get(k))
     rows = [
         ("gallery", d["path"]),
         ("model", f"{d['model']} (d={d['dim']})"),

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ModelMismatchError
 from .index import choose_index_spec
+from .index.codes import with_measured_codes
 from .index.coverage import with_measured_nprobe
 from .index.files import add_vectors, load_index, save_index, trained_index
 from .progress import notify, progress_bar
@@ -125,7 +126,7 @@ class Enrolment:
         change, m = self.change, self.manifest
         root, store, shards = change.root, change.store, change.new_shards
         params = dict(self.index_params)
-        measure = m.index is None and not params.get("nprobe")  # a new index: its nprobe comes from the labels
+        measure = m.index is None  # a new index: its nprobe and codes come from the labels, unless given
         records = list(store.iter_records(shards, columns=["id", "identity"] if measure else ["id"]))
         id_lists = [r.ids for r in records]
         vectors = store.vectors(shards, m.dim, ids=id_lists)
@@ -142,7 +143,11 @@ class Enrolment:
                 change.keep(name)
         add_vectors(index, ids, vectors, progress=self.progress)
         if measure and records:
-            with_measured_nprobe(index, ids, np.concatenate([r.identities for r in records]), vectors)
+            labels = np.concatenate([r.identities for r in records])
+            if not params.get("nprobe"):
+                with_measured_nprobe(index, ids, labels, vectors)
+            index = with_measured_codes(index, ids, labels, vectors, recode=not params.get("pq_m"),
+                                        progress=self.progress)
         m.index = save_index(root, index, change.next_seq(), trained_on)
         return change.commit()
 

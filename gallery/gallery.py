@@ -20,6 +20,7 @@ from .distributed import check_engine
 from .enrolment import enrol_batch, enrol_photos, records_batch
 from .errors import CorruptGalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, build_index, choose_index_spec, training_sample
+from .index.codes import with_measured_codes
 from .index.coverage import with_measured_nprobe
 from .index.files import add_vectors, index_path, load_index, save_index, spec_of
 from .search import IdentitySearcher, decide, resolve_threshold, threshold_provenance
@@ -625,7 +626,9 @@ class Gallery:
             built = build_index(spec, sample, (), gpu=self._gpu)
             add_vectors(built, ids, vectors, progress=progress)
             if not nprobe:
-                spec = with_measured_nprobe(built, ids, labels, vectors).spec
+                with_measured_nprobe(built, ids, labels, vectors)
+            built = with_measured_codes(built, ids, labels, vectors, recode=not pq_m, progress=progress)
+            spec = built.spec
             m.index = save_index(self.root, built, change.next_seq(), len(sample) if sample is not None else 0)
             change.commit()
         self._reload()

@@ -4,6 +4,7 @@ Galleries with an ivfpq index are built with explicit nlist / pq_m / nprobe / re
 defaults in gallery/index/spec.py does not move these tests.
 """
 
+import json
 import os
 import re
 
@@ -21,8 +22,9 @@ from gallery import (
     InvalidInputError,
     ModelMismatchError,
 )
+from gallery.index.codes import SHORTLISTS
 from gallery.index.coverage import cells_for_coverage
-from gallery.index.spec import MIN_NPROBE
+from gallery.index.spec import MIN_NPROBE, SHORTLIST
 from gallery.store.locks import writer_lock
 from gallery.search import FALLBACK_THRESHOLD, MODEL_THRESHOLDS
 from gallery.synthetic import synthetic_gallery, synthetic_probes
@@ -456,6 +458,25 @@ def test_an_ivfpq_gallery_without_nprobe_visits_the_cells_its_own_images_need(tw
     assert agreement() >= 0.99 and agreement() > agreement(128 // 8)
     assert g.rebuild_index("ivfpq", nlist=128, pq_m=32, rerank=8).nprobe == g.index_spec.nprobe
     assert g.rebuild_index("ivfpq", nlist=128, pq_m=32, nprobe=5, rerank=8).nprobe == 5
+
+
+def test_an_ivfpq_gallery_measures_its_codes_and_keeps_what_it_measured(twenty_k, tmp_path):
+    """The default PQ16 codes (d / 4) lose answers on this gallery at d = 64: the build doubles them and stores the shortlist
+    it measured; an explicit pq_m is kept; a manifest from before the measurement searches with the default."""
+    data, q, _, flat, _ = twenty_k
+    g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=128, rerank=8,
+                             progress=False)
+    assert g.index_spec.pq_m == 32 and g.manifest.index.factory == "RR64,IVF128,PQ32x4fs"
+    assert Gallery.open(g.root).index_spec.shortlist == g.manifest.index.params["shortlist"] in SHORTLISTS
+    truth = [r.matches[0].identity for r in flat.search(q, k=1, threshold=-1.0)]
+    got = [r.matches[0].identity for r in g.search(q, k=1, threshold=-1.0)]
+    assert np.mean(np.array(got) == truth) >= 0.99
+    assert g.rebuild_index("ivfpq", nlist=128, pq_m=8, rerank=8).pq_m == 8
+
+    doc = json.loads((g.root / "manifest.json").read_text())
+    del doc["index"]["params"]["shortlist"]
+    (g.root / "manifest.json").write_text(json.dumps(doc))
+    assert Gallery.open(g.root).index_spec.candidates(5) == SHORTLIST
 
 
 def test_rebuild_index_from_flat_to_ivfpq_and_back_keeps_answers(built, small_set):

@@ -9,6 +9,7 @@ them with :func:`~gallery.index.exact.exact_search`, and IVF training runs
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Optional, Protocol
 
@@ -103,6 +104,26 @@ class VectorIndex:
             ivf.quantizer.add(spherical_kmeans(points, ivf.nlist, niter=ivf.cp.niter, seed=seed, device=self._device))
         ivf.cp.seed = seed
         self.index.train(sample)
+
+    def with_codes(self, pq_m: int, sample: np.ndarray) -> "VectorIndex":
+        """An empty ivfpq index with ``pq_m`` sub-quantisers trained on ``sample``, over this one's rotation
+        and cells: its cells hold the same vectors and every exact score is the same."""
+        spec = replace(self.spec, pq_m=int(pq_m))
+        if self.spec.kind != "ivfpq" or spec.dim % spec.pq_m:
+            raise InvalidInputError(f"cannot give a {self.spec.kind} index of dimension {spec.dim} PQ{pq_m} codes")
+        out = VectorIndex.create(spec, gpu=self._asked_gpu)
+        ours, theirs = rotation_of(self.index), rotation_of(out.index)
+        if ours is None:  # a file written before the rotation: keep its cells, without one
+            out = VectorIndex(faiss.index_factory(spec.dim, self.factory.replace(f"PQ{self.spec.pq_m}x", f"PQ{pq_m}x"),
+                                                  faiss.METRIC_INNER_PRODUCT), spec, gpu=self._asked_gpu)
+        else:
+            faiss.copy_array_to_vector(faiss.vector_to_array(ours.A), theirs.A)
+            theirs.is_trained = True
+        ivf = faiss.extract_index_ivf(self.index)
+        centroids = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d)
+        faiss.extract_index_ivf(out.index).quantizer.add(centroids.reshape(ivf.nlist, ivf.d).copy())
+        out.train(sample)
+        return out
 
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Add vectors under their record ids; an IVF index keeps its trained quantizers (no retraining)."""

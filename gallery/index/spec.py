@@ -12,10 +12,10 @@ The rule behind ``kind="auto"``:
 Defaults for ivfpq, all overridable: ``nlist`` is the power of two nearest ``sqrt(n)``, kept within
 [16, 65536] and at most ``n / 39`` (FAISS wants 39 training points per cell); ``pq_m = d / 4``
 sub-quantisers of 4 bits, kept within [16, 64] (16 bytes per vector at d=128, 32 at d=512; fewer
-lose the mate among close impostors at d=128, more only slow the scan at d=512);
-``nprobe = nlist / 8`` cells (at least 16, at most nlist) until the gallery's own images have been
-measured (below); ``shortlist = 160``: at least that many
-candidates get exact scores from the float vectors (more when ``rerank * k`` is larger, ``rerank = 2``);
+lose the mate among close impostors at d=128), doubled where the gallery's own images show the codes
+lose answers (below); ``nprobe = nlist / 8`` cells (at least 16, at most nlist) until the gallery's
+own images have been measured (below); ``shortlist = 160``: at least that many candidates get exact
+scores from the float vectors (more when ``rerank * k`` is larger, ``rerank = 2``), until measured;
 and no recheck (``recheck_nprobe = 0``; a per-call option).
 
 The rule, and the measurement behind it (benchmarks/search_scale.py, 1M x 512, 333k identities,
@@ -43,6 +43,15 @@ the tables):
   exact from 99.5% to 99.9% at the measured cells, with exact's FNIR and no exact accept lost; on
   the varied data it halved the accepts the codes lose; on the even and default data it changed no
   answer (``benchmarks/ivf_codes.py``). It costs about 4 ms per 1000 probes and 1 MB.
+* **How fine the codes and how long the shortlist follow what the codes lose on this gallery.** Once
+  the cells are measured, :func:`~gallery.index.codes.with_measured_codes` searches a sample of the
+  gallery's own images and compares each answer with the exact one within the same cells. The
+  shortlist is the shortest of 160, 320, 640 and 1000 at which at most 0.1% of them change; where the
+  d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation and
+  cells. At 1M x 512 the even and default data keep PQ64x4fs and 160 candidates; where identities
+  differ along a few directions, PQ64x4fs changed 0.12% of 5000 new mated probes' answers and
+  PQ128x4fs none; where they vary in tightness, PQ64x4fs lost 1.5 points of rank-1 even at 1000
+  candidates and PQ128x4fs at 1000 candidates agreed on 99.9% (``benchmarks/ivf_codes.py``).
 * **nprobe follows how one identity's images spread over the cells, which depends on the data.**
   Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
   eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
@@ -108,8 +117,8 @@ class IndexSpec:
     nprobe: int = 0
     rerank: int = 0
     recheck_nprobe: int = 0
-    #: Fewest candidates re-ranked exactly per query, whatever ``k``; 0: :data:`SHORTLIST`. A search
-    #: knob with a code default: not written to the manifest (whose index.params keys are fixed).
+    #: Fewest candidates re-ranked exactly per query, whatever ``k``; 0 (manifests written before it was
+    #: measured): :data:`SHORTLIST`.
     shortlist: int = 0
 
     @property
@@ -135,7 +144,7 @@ class IndexSpec:
 
     def params(self) -> dict:
         """What the manifest stores (``index.params``)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("kind", "dim", "shortlist")}
+        return {k: v for k, v in asdict(self).items() if k not in ("kind", "dim")}
 
 
 def _nearest_power_of_two(x: float) -> int:

@@ -97,7 +97,7 @@ SHARD_FORMATS = ("parquet", "hdf5")
 INDEX_KINDS = ("flat", "ivfpq")
 #: The keys of ``index.params``: what ``IndexSpec.params()`` writes (a test pins the two equal; importing
 #: gallery.index here would be circular, since gallery.index.build imports gallery.store).
-INDEX_PARAMS = ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe")
+INDEX_PARAMS = ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe", "shortlist")
 #: The folder of the shard files a manifest names (``ShardStore`` writes there).
 SHARD_DIR = "shards"
 _REQUIRED = object()

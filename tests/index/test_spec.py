@@ -104,7 +104,8 @@ def test_every_override_is_honoured_and_printed_in_the_factory():
     spec = choose_index_spec(50_000, 96, "ivfpq", nlist=128, pq_m=24, nprobe=7, rerank=9, recheck_nprobe=64)
     assert (spec.kind, spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == ("ivfpq", 128, 24, 7, 9)
     assert spec.factory == "RR96,IVF128,PQ24x4fs"
-    assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9, "recheck_nprobe": 64}
+    assert spec.params() == {"nlist": 128, "pq_m": 24, "nprobe": 7, "rerank": 9, "recheck_nprobe": 64,
+                             "shortlist": 0}
 
 
 def test_a_search_rechecks_only_when_asked_and_only_with_more_lists():
@@ -123,7 +124,7 @@ def test_the_shortlist_sets_the_fewest_exactly_scored_candidates_whatever_k():
     assert spec.candidates(5) == SHORTLIST and spec.candidates(SHORTLIST) == 2 * SHORTLIST
     assert spec.candidates(5, shortlist=30) == 30 and spec.candidates(5, rerank=8, shortlist=30) == 40
     assert choose_index_spec(50_000, 64, "ivfpq", nlist=128, pq_m=16, shortlist=64).candidates(5) == 64
-    assert "shortlist" not in spec.params()  # a code default: the manifest's index.params keys stay as they were
+    assert spec.params()["shortlist"] == 0  # stored: a gallery's measured shortlist outlives the process
 
 
 def test_nprobe_override_is_capped_at_nlist():

@@ -1,0 +1,188 @@
+"""How fine the 4-bit codes and how long the exact shortlist must be, measured on the gallery's own images.
+
+An IVF-PQ search loses an answer in two places: the cells it visits (``nprobe``, measured by
+:mod:`~gallery.index.coverage`) and the codes, whose approximate scores pick the few candidates that
+get exact scores. What the codes lose depends on the data as much as what the cells lose. At 1M x 512
+(gallery.synthetic, 4000 enrolled images searched with themselves left out, at the measured cells,
+against exact search), PQ64x4fs codes with 160 candidates changed 3 and 8 answers on the even and
+default data, as many as codes twice as fine (those are the cells'), but 28 where identities differ
+along a few directions (``spectrum_decay=1.0``) and 142 where they vary in tightness; PQ128x4fs codes
+changed 2 and 27 there. So the codes are chosen by measurement, as ``nprobe`` is.
+
+Once an inverted file is filled, a sample of enrolled images is searched, each left out of its own
+answer, and each answer is compared with the exact answer within the same cells: the best identity by
+exact scores over every vector those cells hold, so that a disagreement is one only the codes cause.
+The shortlist is the shortest of :data:`SHORTLISTS` at which at most :data:`CODE_LOSS` of the sample
+disagree. Where the gallery's codes cannot reach that within the first two, they are rebuilt with
+twice the sub-quantisers over the same rotation and cells (every exact score, hence every threshold,
+is unchanged) and the shortlist is measured again; where even those cannot, the finest codes and the
+longest shortlist are kept and the loss is logged.
+
+A left-out image has one mate fewer than a new probe of its identity, so the measure errs toward finer
+codes: on the steep data, 28 of 4000 left-out images but 6 of 5000 new mated probes changed answer
+with PQ64x4fs and 160 candidates, and 0 of 5000 with PQ128x4fs. The measure costs one exact pass over
+the cells the sample visits (about 40 s at 1M x 512 on two cores where most cells are visited) and,
+where the codes are rebuilt, a second add.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import faiss
+import numpy as np
+
+from ..types import IdMap
+from .build import VectorIndex, VectorSource, training_sample
+from .coverage import cell_of, centroids_of
+from .files import add_vectors
+
+LOG = logging.getLogger(__name__)
+
+#: Share of sampled images whose answer the codes may change: the rank-1 target against exact search.
+CODE_LOSS = 0.001
+#: Shortlists tried, shortest first; the gallery's first codes try only :data:`FIRST_CODES_SHORTLISTS`
+#: of them before finer codes are built (a longer re-rank costs more than a finer scan would).
+SHORTLISTS = (160, 320, 640, 1000)
+FIRST_CODES_SHORTLISTS = 2
+#: Images sampled; under MIN_SAMPLE with another image of their identity the gallery keeps its codes.
+SAMPLE = 4000
+MIN_SAMPLE = 500
+#: Bound on the (sampled image, vector) scores held at once when scoring the cells exactly.
+_CHUNK_SCORES = 1 << 24
+
+
+@dataclass(frozen=True)
+class CodeLoss:
+    """What the codes of one index lose on a sample: per shortlist, the share of sampled images whose
+    best identity differs from the exact one within the cells visited."""
+
+    pq_m: int
+    nprobe: int
+    sampled: int
+    by_shortlist: dict
+
+    def shortest(self, shortlists=SHORTLISTS) -> Optional[int]:
+        """The shortest of ``shortlists`` whose loss is at most :data:`CODE_LOSS`, or None."""
+        return next((s for s in shortlists if self.by_shortlist[s] <= CODE_LOSS), None)
+
+
+def sample_with_mates(ids: np.ndarray, identities: np.ndarray, *, sample: int = SAMPLE, seed: int = 0) -> np.ndarray:
+    """Positions in ``ids`` of up to ``sample`` records whose identity has another record."""
+    _, code, count = np.unique(np.asarray(identities, dtype=object).astype(str), return_inverse=True,
+                               return_counts=True)
+    eligible = np.flatnonzero(count[code] >= 2)
+    if len(eligible) <= sample:
+        return eligible
+    return np.sort(np.random.default_rng(seed).choice(eligible, sample, replace=False))
+
+
+def exact_in_cells(index: VectorIndex, probe_ids: np.ndarray, probes: np.ndarray, nprobe: int,
+                   vectors: VectorSource) -> np.ndarray:
+    """Per probe, the id of the vector with the best exact score among those held by the ``nprobe``
+    cells the probe visits, the probe's own record left out (-1 where the cells hold nothing else)."""
+    held, held_cell = cell_of(index)
+    nlist = faiss.extract_index_ivf(index.index).nlist
+    scores = probes @ centroids_of(index).T
+    if nprobe < nlist:
+        visits = np.argpartition(-scores, nprobe - 1, axis=1)[:, :nprobe]
+        by_cell = np.argsort(visits, axis=None, kind="stable")
+        visitor = by_cell // nprobe
+        visitor_starts = np.searchsorted(visits.ravel()[by_cell], np.arange(nlist + 1))
+    best = np.full(len(probes), -np.inf, np.float32)
+    best_id = np.full(len(probes), -1, np.int64)
+    order = np.argsort(held_cell, kind="stable")
+    starts = np.searchsorted(held_cell[order], np.arange(nlist + 1))
+    for cell in range(nlist):
+        members = held[order[starts[cell] : starts[cell + 1]]]
+        if not len(members):
+            continue
+        who = visitor[visitor_starts[cell] : visitor_starts[cell + 1]] if nprobe < nlist else np.arange(len(probes))
+        if not len(who):
+            continue
+        members = np.sort(members)
+        x = vectors.gather(members)
+        step = max(1, _CHUNK_SCORES // len(members))
+        for s in range(0, len(who), step):
+            q = who[s : s + step]
+            part = probes[q] @ x.T
+            own = np.minimum(np.searchsorted(members, probe_ids[q]), len(members) - 1)
+            inside = np.flatnonzero(members[own] == probe_ids[q])
+            part[inside, own[inside]] = -np.inf
+            top = part.argmax(axis=1)
+            value = part[np.arange(len(q)), top]
+            better = value > best[q]
+            best[q[better]], best_id[q[better]] = value[better], members[top[better]]
+    return best_id
+
+
+def code_loss(index: VectorIndex, probe_ids: np.ndarray, probes: np.ndarray, truth: np.ndarray,
+              identity_of: IdMap, vectors: VectorSource, shortlists=SHORTLISTS) -> CodeLoss:
+    """How often ``index``'s answer, with each of ``shortlists`` candidates scored exactly, names an
+    identity other than ``truth`` (the identity codes of :func:`exact_in_cells`'s answers)."""
+    depth = int(min(max(shortlists) + 1, index.ntotal))
+    _, cand = index.search(probes, depth)  # no vectors: the codes' candidates, in the codes' order
+    cand[cand == probe_ids[:, None]] = -1
+    scores = np.full(cand.shape, -np.inf, np.float32)
+    for mat, rows in vectors.locate(cand):
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        part = np.empty_like(scores)
+        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(part), faiss.swig_ptr(probes),
+                                         faiss.swig_ptr(np.ascontiguousarray(mat, dtype=np.float32)),
+                                         faiss.swig_ptr(rows), probes.shape[1], len(probes), depth)
+        np.maximum(scores, part, out=scores)
+    losses = {}
+    for s in shortlists:
+        top = cand[np.arange(len(cand)), scores[:, : s + 1].argmax(axis=1)]
+        found = np.where(top >= 0, identity_of[np.maximum(top, 0)], -1)
+        losses[s] = float(np.mean(found != truth))
+    return CodeLoss(index.spec.pq_m, index.spec.nprobe, len(probes), losses)
+
+
+def finer_pq_m(pq_m: int, d: int) -> Optional[int]:
+    """Twice the sub-quantisers when they still divide ``d`` with at least 2 dimensions each, else None."""
+    finer = 2 * pq_m
+    return finer if d % finer == 0 and d // finer >= 2 else None
+
+
+def with_measured_codes(index: VectorIndex, ids: np.ndarray, identities: np.ndarray, vectors: VectorSource, *,
+                        recode: bool = True, progress: Optional[bool] = None, seed: int = 0) -> VectorIndex:
+    """``index`` with its shortlist measured (see the module docstring), or, where its codes lose too
+    much and ``recode`` allows, a new index over the same cells with finer codes, holding the same
+    vectors. Kept as it is for flat indexes and where too few images have a mate to measure."""
+    if index.spec.kind == "flat" or index.ntotal == 0:
+        return index
+    started = time.perf_counter()
+    ids = np.asarray(ids, dtype=np.int64)
+    picked = sample_with_mates(ids, identities, seed=seed)
+    if len(picked) < MIN_SAMPLE:
+        return index
+    _, code = np.unique(np.asarray(identities, dtype=object).astype(str), return_inverse=True)
+    identity_of = IdMap(ids, code, int(ids.max(initial=-1)) + 1)
+    probe_ids = ids[picked]
+    probes = np.ascontiguousarray(vectors.gather(probe_ids), dtype=np.float32)
+    reference = exact_in_cells(index, probe_ids, probes, index.spec.nprobe, vectors)
+    truth = np.where(reference >= 0, identity_of[np.maximum(reference, 0)], -1)
+    loss = code_loss(index, probe_ids, probes, truth, identity_of, vectors)
+    finer = finer_pq_m(index.spec.pq_m, index.spec.dim) if recode else None
+    shortlist = loss.shortest(SHORTLISTS[:FIRST_CODES_SHORTLISTS] if finer is not None else SHORTLISTS)
+    if shortlist is None and finer is not None:
+        LOG.info("PQ%dx4fs codes change %.2f%% of sampled answers at %d candidates; building PQ%dx4fs codes",
+                 loss.pq_m, 100 * loss.by_shortlist[SHORTLISTS[FIRST_CODES_SHORTLISTS - 1]],
+                 SHORTLISTS[FIRST_CODES_SHORTLISTS - 1], finer)
+        sample = vectors.gather(ids[training_sample(len(ids), index.spec)])
+        recoded = index.with_codes(finer, sample)
+        add_vectors(recoded, np.sort(cell_of(index)[0]), vectors, progress=progress)
+        index, loss = recoded, code_loss(recoded, probe_ids, probes, truth, identity_of, vectors)
+        shortlist = loss.shortest()
+    if shortlist is None:
+        shortlist = max(SHORTLISTS)
+        LOG.warning("PQ%dx4fs codes change %.2f%% of sampled answers even at %d candidates (target %.1f%%)",
+                    loss.pq_m, 100 * loss.by_shortlist[shortlist], shortlist, 100 * CODE_LOSS)
+    index.spec = replace(index.spec, shortlist=shortlist)
+    LOG.info("PQ%dx4fs codes with %d candidates: %.2f%% of %d sampled answers changed (measured in %.0f s)",
+             loss.pq_m, shortlist, 100 * loss.by_shortlist[shortlist], loss.sampled, time.perf_counter() - started)
+    return index
