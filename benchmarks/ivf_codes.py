@@ -35,10 +35,12 @@ import numpy as np
 
 from gallery.index import VectorIndex, choose_index_spec, training_sample
 from gallery.index.build import knn, rotation_of
+from gallery.index.codes import code_loss, exact_in_cells, sample_with_mates
 from gallery.index.coverage import COVERAGE, cells_for_coverage, centroids_of, with_measured_nprobe
 from gallery.index.exact import exact_search
 from gallery.metrics.identification import fpir_threshold
 from gallery.store.shards import VectorTable
+from gallery.types import IdMap
 from gallery.synthetic import synthetic_gallery, synthetic_probes
 from search_scale import GENUINE, K, K_RECORDS, MODELS, TARGET_FPIR, group_top1, outcomes  # benchmarks/search_scale.py
 
@@ -119,6 +121,30 @@ def mate_ranks(codes_rank: np.ndarray, exact_rank: np.ndarray, shortlist: int) -
             "pushed_out_by_codes": int((exact_in & ((codes_rank == 0) | (codes_rank > shortlist))).sum())}
 
 
+def held_out_losses(indexes: dict, xb: np.ndarray, identities: np.ndarray, nprobe: int, nlist: int) -> list:
+    """What the gallery's codes rule (gallery.index.codes) measures for each code type at the measured
+    nprobe: per shortlist, the share of its sampled enrolled images, each left out, whose answer differs
+    from the exact answer within the same cells."""
+    n, d = xb.shape
+    ids = np.arange(n, dtype=np.int64)
+    table = VectorTable([ids], [xb], d)
+    picked = sample_with_mates(ids, identities)
+    _, code = np.unique(identities, return_inverse=True)
+    identity_of = IdMap(ids, code, n)
+    out, truth = [], None
+    for name, index in indexes.items():
+        pq_m = int(name.split("PQ")[1].split("x")[0])
+        wrapped = VectorIndex(index, choose_index_spec(n, d, "ivfpq", nlist=nlist, pq_m=pq_m, nprobe=nprobe))
+        if truth is None:
+            truth = identity_of[exact_in_cells(wrapped, ids[picked], xb[picked], nprobe, table)]
+        loss = code_loss(wrapped, ids[picked], xb[picked], truth, identity_of, table)
+        out.append({"codes": name, "nprobe": nprobe, "sampled": loss.sampled,
+                    "changed": {str(s): round(v * loss.sampled) for s, v in loss.by_shortlist.items()}})
+        print(f"{name:>10} nprobe {nprobe:4d}: the gallery's rule sees " + ", ".join(
+            f"{c} of {loss.sampled} answers changed at {s}" for s, c in out[-1]["changed"].items()), flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=sorted(MODELS), default="varied")
@@ -152,6 +178,7 @@ def main() -> int:
           f" (coverage {COVERAGE}); " + ", ".join(f"{c}: {n}" for c, n in at.items()), file=sys.stderr, flush=True)
     probes = sorted({measured if s == "measured" else args.nlist if s == "all" else int(s)
                      for s in args.nprobe.split(",")} | set(at.values()))
+    rule = held_out_losses(indexes, xb, data.identities, measured, args.nlist)
     held_out = np.random.default_rng(0).choice(len(xb), MATE_SAMPLE, replace=False)
     exact_rank = first_mate_rank(exact_search(xb, xb[held_out], MATE_DEPTH + 1)[1], held_out, code_of)
     shortlists = [int(v) for v in args.shortlist.split(",")]
@@ -187,7 +214,7 @@ def main() -> int:
     out = {"model": args.model, "n": len(xb), "identities": args.identities, "probes_mated": args.probes,
            "probes_nonmated": args.probes, "threshold": thr, "exact": exact, "measured_nprobe": measured,
            "coverage": COVERAGE, "nprobe_at_coverage": {str(c): n for c, n in at.items()}, "mate_ranks": ranks,
-           "rows": rows}
+           "held_out_code_loss": rule, "rows": rows}
     path = args.out or Path(__file__).parent / "results" / f"ivf_codes-{args.model}-{len(xb)}-nlist{args.nlist}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"exact: FNIR {exact['fnir']:.4f}, FPIR {exact['fpir']:.4f}; wrote {path}", file=sys.stderr)

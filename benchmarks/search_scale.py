@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import shutil
 import sys
@@ -191,6 +192,24 @@ class Timed:
         VectorIndex.train, VectorIndex.add = self._orig
 
 
+class CodesLog(logging.Handler):
+    """What the build's codes measurement (gallery.index.codes) logged: what it saw, what it chose, its cost."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger("gallery.index.codes").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("gallery.index.codes").removeHandler(self)
+
+
 def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, repeats: int, sweep: list,
             flat_queries: int, seed: int = 0) -> dict:
     log = lambda msg: print(f"[{model} n={n:,}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -212,7 +231,8 @@ def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, re
     thr = fpir_threshold(exact_top1[1][~mated], TARGET_FPIR)
     log(f"exact over {len(xq)} probes: {exact_s:.1f} s, threshold {thr:.4f}")
 
-    with Timed() as tm:
+    measured = CodesLog()
+    with Timed() as tm, measured:
         t = time.perf_counter()
         g = Gallery.from_vectors(xb, data.identities, work / "g", index="auto", progress=False)
         build_s = time.perf_counter() - t
@@ -292,7 +312,7 @@ def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, re
     del data
     return {"model": model, "n": n, "d": d, "identities": n // ipi, "images_per_identity": ipi,
             "queries": n_queries, "strangers_in_pool": n_strangers, "threshold": thr, "spec": spec.factory,
-            "knobs": spec.params(), "build_s": build_s, "train_s": tm.train, "add_s": tm.add,
+            "knobs": spec.params(), "codes_measured": measured.lines, "build_s": build_s, "train_s": tm.train, "add_s": tm.add,
             "flat_rebuild_s": flat_build, "ram_bytes_per_vector": ram, "rows": rows,
             "sgemm_gflops": {f"{m:g}": v for m, v in limit.items()},
             "auto_single_query_latency": {f"{m:g}": v for m, v in latency.items()},
@@ -333,10 +353,14 @@ def table(run: dict) -> str:
                  f"index {ram['index']:.0f} B, id maps {ram['id_maps']:.0f} B, page cache for the re-rank "
                  f"{ram['page_cache_rerank']} B. Exact search against the sgemm measured in the same rounds, per mix: "
                  f"{frac}; the flat gallery at " + ", ".join(f"{v:.0%}" for v in flat.values()) + " of it.")
+    if run.get("codes_measured"):
+        lines.append("The build's codes measurement: " + "; ".join(run["codes_measured"]) + ".")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
+    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("gallery.index.codes").setLevel(logging.INFO)  # what the build measured, and its cost
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=512)

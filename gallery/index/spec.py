@@ -48,10 +48,11 @@ the tables):
   gallery's own images and compares each answer with the exact one within the same cells. The
   shortlist is the shortest of 160, 320, 640 and 1000 at which at most 0.1% of them change; where the
   d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation and
-  cells. At 1M x 512 the even and default data keep PQ64x4fs and 160 candidates; where identities
-  differ along a few directions, PQ64x4fs changed 0.12% of 5000 new mated probes' answers and
-  PQ128x4fs none; where they vary in tightness, PQ64x4fs lost 1.5 points of rank-1 even at 1000
-  candidates and PQ128x4fs at 1000 candidates agreed on 99.9% (``benchmarks/ivf_codes.py``).
+  cells. At 1M x 512 the even and default data keep PQ64x4fs and 160 candidates. Where identities
+  differ along a few directions the build chose PQ128x4fs with 160: rank-1 = exact on 100% of new
+  mated probes (99.9% with PQ64x4fs); where they vary in tightness PQ128x4fs with 1000: 99.6% and
+  exact's FNIR (97.7% and +0.8 point with PQ64x4fs and 160; PQ64x4fs with 1000 candidates gave
+  98.5%, ``benchmarks/ivf_codes.py``).
 * **nprobe follows how one identity's images spread over the cells, which depends on the data.**
   Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
   eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
@@ -71,16 +72,16 @@ the tables):
   ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate`` measures
   FPIR through whichever index the gallery searches with, so its threshold holds either way.
 * **What it costs**, at 1M x 512 on two cores (a Zen 3, AVX2; benchmarks/README.md): the auto
-  gallery answers 23-26x as many queries as exact search at the machine's matmul limit on the even
-  data (182 of 1024 cells, rank-1 = exact on 100% of mated probes, exact's FNIR), 6-9x on the
-  default data (689 cells, 100%, exact's FNIR; the fixed eighth gave 26-30x and 96.7% in the same
-  run), 7-10x on the varied data (859 cells, 97.7%, FNIR 0.8 points above exact's; what remains is
-  lost by the 4-bit codes: the loose identities' mates fall out of the 160 candidates) and 41-45x on
-  the steep data (28 cells, 99.9%, FNIR +0.1 point, FPIR and wrong-identity accepts at most
-  exact's), the same at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a
-  search; the exact re-rank of 160 candidates read in place from the memory-mapped shards and the
-  identity grouping the rest. At 40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the
-  scan of the 182 cells the even data needs took about 0.23 ms alone.
+  gallery answers 21-23x as many queries as exact search at the machine's matmul limit on the even
+  data (182 of 1024 cells, PQ64x4fs, 160 candidates; rank-1 = exact on 100% of mated probes, exact's
+  FNIR), 9-10x on the default data (689 cells, PQ64x4fs, 160; 100%, exact's FNIR; the fixed eighth
+  of the cells gave 30x and 96.7% in the same run), 4.1-4.6x on the varied data (859 cells,
+  PQ128x4fs, 1000 candidates; 99.6%, exact's FNIR) and 39-45x on the steep data (28 cells,
+  PQ128x4fs, 160; 100%, FNIR +0.1 point), with FPIR and wrong-identity accepts at most exact's, the
+  same at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the
+  exact re-rank read in place from the memory-mapped shards and the identity grouping the rest. At
+  40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the scan of the 182 cells the even
+  data needs took about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks), and index files written before the rotation search without it; ``gallery rebuild-index``
