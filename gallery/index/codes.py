@@ -36,7 +36,7 @@ import faiss
 import numpy as np
 
 from ..types import IdMap
-from .build import VectorIndex, VectorSource, training_sample
+from .build import VectorIndex, VectorSource, candidate_scores, training_sample
 from .coverage import cell_of, centroids_of
 from .files import add_vectors
 
@@ -126,14 +126,7 @@ def code_loss(index: VectorIndex, probe_ids: np.ndarray, probes: np.ndarray, tru
     depth = int(min(max(shortlists) + 1, index.ntotal))
     _, cand = index.search(probes, depth)  # no vectors: the codes' candidates, in the codes' order
     cand[cand == probe_ids[:, None]] = -1
-    scores = np.full(cand.shape, -np.inf, np.float32)
-    for mat, rows in vectors.locate(cand):
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        part = np.empty_like(scores)
-        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(part), faiss.swig_ptr(probes),
-                                         faiss.swig_ptr(np.ascontiguousarray(mat, dtype=np.float32)),
-                                         faiss.swig_ptr(rows), probes.shape[1], len(probes), depth)
-        np.maximum(scores, part, out=scores)
+    scores = candidate_scores(probes, cand, vectors)
     losses = {}
     for s in shortlists:
         top = cand[np.arange(len(cand)), scores[:, : s + 1].argmax(axis=1)]
