@@ -9,6 +9,8 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
+import numpy as np
+
 from ..errors import CorruptGalleryError
 
 TMP_SUFFIX = ".tmp"
@@ -105,6 +107,20 @@ def write_atomic(path: Path, write: Callable[[Path], None], *, mode: Optional[in
 
 def write_bytes_atomic(path: Path, data: bytes, *, mode: Optional[int] = None) -> None:
     write_atomic(path, lambda tmp: tmp.write_bytes(data), mode=mode)
+
+
+def save_npy(path: Path, x: np.ndarray) -> None:
+    """Write ``x`` as a ``.npy`` that ``np.load`` (and its mmap) reads, with the data written by Python.
+
+    ``np.save`` hands a real file to ``ndarray.tofile``, which turns a Ctrl-C that lands inside it
+    into a ``TypeError``; written here, the interrupt stays a ``KeyboardInterrupt``.
+    """
+    x = np.ascontiguousarray(x)
+    if x.dtype.hasobject:
+        raise TypeError(f"{path}: cannot store an object array as .npy")
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(x))
+        f.write(memoryview(x.reshape(-1)).cast("B"))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from . import hdf5, parquet
+from .files import save_npy
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
@@ -113,7 +114,7 @@ def write_labelled_vectors(path: Path, vectors: np.ndarray, identities, *, model
     elif suffix in HDF5_SUFFIXES:
         hdf5.write_records(path, records)
     elif suffix == ".npy":
-        np.save(path, records.vectors, allow_pickle=False)
+        save_npy(path, records.vectors)
         path.with_suffix(".labels.txt").write_text("\n".join(map(str, identities)) + "\n", encoding="utf-8")
     else:
         raise InvalidInputError(f"{path}: unknown suffix {suffix!r}; use .parquet, .h5/.hdf5 or .npy")

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import CorruptGalleryError, InvalidInputError
 from ..types import IdMap, Records
 from . import hdf5, parquet
-from .files import gallery_file, make_dir, sha256_file, write_atomic
+from .files import gallery_file, make_dir, save_npy, sha256_file, write_atomic
 from .manifest import MANIFEST_NAME, SHARD_DIR, ShardInfo
 
 LOG = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class ShardStore:
         stem = f"{SHARD_DIR}/shard-{seq:06d}"
         file, vectors_file = stem + self._fmt.EXTENSION, stem + ".vectors.npy"
         vectors = np.ascontiguousarray(records.vectors, dtype=np.float32)
-        write_atomic(self._path(vectors_file), lambda tmp: _save_npy(tmp, vectors), mode=mode)
+        write_atomic(self._path(vectors_file), lambda tmp: save_npy(tmp, vectors), mode=mode)
         write_atomic(self._path(file), lambda tmp: self._fmt.write_records(tmp, records), mode=mode)
         ids = np.asarray(records.ids, dtype=np.int64)
         return ShardInfo(
@@ -210,8 +210,3 @@ class ShardStore:
 
     def files_of(self, shards: Iterable[ShardInfo]) -> set[str]:
         return {name for s in shards for name in (s.file, s.vectors_file)}
-
-
-def _save_npy(path: Path, x: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, x, allow_pickle=False)

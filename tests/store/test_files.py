@@ -10,7 +10,7 @@ import pytest
 
 from gallery import Gallery
 from gallery.errors import CorruptGalleryError
-from gallery.store.files import erase_file, gallery_file
+from gallery.store.files import erase_file, gallery_file, save_npy
 from gallery.synthetic import synthetic_gallery
 
 
@@ -93,3 +93,15 @@ def test_a_new_gallery_in_an_existing_world_readable_folder_becomes_private(tmp_
     Gallery.from_vectors(np.eye(4, 8, dtype=np.float32), list("abcd"), root, progress=False)
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("x", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.zeros((0, 512), np.float32),
+    np.arange(10, dtype=np.int64)[::2],
+], ids=["matrix", "empty", "strided"])
+def test_a_npy_the_store_writes_is_the_file_np_save_writes(tmp_path, x):
+    save_npy(tmp_path / "a.npy", x)
+    np.save(tmp_path / "b.npy", x, allow_pickle=False)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    assert np.array_equal(np.load(tmp_path / "a.npy", mmap_mode="r"), x)
