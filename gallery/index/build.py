@@ -119,7 +119,7 @@ class VectorIndex:
                                                   faiss.METRIC_INNER_PRODUCT), spec, gpu=self._asked_gpu)
         else:
             faiss.copy_array_to_vector(faiss.vector_to_array(ours.A), theirs.A)
-            theirs.is_trained = True
+            theirs.is_trained, theirs.is_orthonormal = True, ours.is_orthonormal
         ivf = faiss.extract_index_ivf(self.index)
         centroids = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d)
         faiss.extract_index_ivf(out.index).quantizer.add(centroids.reshape(ivf.nlist, ivf.d).copy())

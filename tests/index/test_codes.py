@@ -12,7 +12,7 @@ from gallery.index import VectorIndex, build_index, choose_index_spec, training_
 from gallery.index.build import knn, rotation_of
 from gallery.index.codes import (CODE_LOSS, SHORTLISTS, code_loss, exact_in_cells, finer_pq_m, sample_with_mates,
                                  with_measured_codes)
-from gallery.index.coverage import cell_of
+from gallery.index.coverage import cell_of, centroids_of
 from gallery.store.shards import VectorTable
 from gallery.synthetic import synthetic_gallery
 from gallery.types import IdMap
@@ -139,3 +139,4 @@ def test_finer_codes_keep_the_cells_of_an_index_with_or_without_the_rotation(rot
     assert finer.spec.pq_m == 8 and finer.factory == index.factory.replace("PQ4x", "PQ8x")
     assert (rotation_of(finer.index) is None) == (not rotated)
     assert sorted(zip(*map(np.ndarray.tolist, cell_of(finer)))) == sorted(zip(*map(np.ndarray.tolist, cell_of(index))))
+    assert np.array_equal(centroids_of(finer), centroids_of(index))  # the cells are read back as the build reads them
