@@ -23,6 +23,7 @@ from gallery import (
     ModelMismatchError,
 )
 from gallery.index.codes import SHORTLISTS
+from gallery.index.exact import exact_search
 from gallery.index.coverage import cells_for_coverage
 from gallery.index.spec import MIN_NPROBE, SHORTLIST
 from gallery.store.locks import writer_lock
@@ -125,6 +126,20 @@ def test_ivfpq_scores_are_exact_cosines_and_the_best_is_exact_search_s_to_the_bi
             assert best.score == r_flat.matches[0].score
             same += 1
     assert same >= 380
+
+
+def test_unit_vectors_are_stored_as_given_so_both_galleries_score_as_exact_search_on_them(twenty_k):
+    """A threshold set by exact search over the caller's own (already unit) vectors holds for the gallery:
+    normalising them again moved a quarter of them by an ulp, and a stranger could land one ulp above it."""
+    data, q, _, flat, ivf = twenty_k
+    assert np.array_equal(flat.vectors_of(np.arange(len(data.vectors))), data.vectors)
+    D, I = exact_search(data.vectors, q, 1)
+    for g in (flat, ivf):
+        res = g.search(q, k=1)
+        found = np.array([r.matches[0].records[0] for r in res])
+        score = np.array([r.matches[0].score for r in res])
+        same = found == I[:, 0]
+        assert same.sum() >= 380 and np.array_equal(score[same], D[same, 0].astype(np.float64))
 
 
 def test_non_mated_probes_are_unknown_at_a_suitable_threshold(built, small_set):

@@ -21,6 +21,17 @@ def test_output_is_unit_norm_and_keeps_each_direction(rng):
     assert np.allclose(x * np.linalg.norm(raw, axis=1, keepdims=True), raw, rtol=1e-5, atol=1e-5)
 
 
+def test_unit_rows_are_kept_bit_for_bit_so_normalising_twice_changes_nothing(rng):
+    raw = rng.standard_normal((2000, 512)).astype(np.float32)
+    once = raw / np.linalg.norm(raw, axis=1, keepdims=True)  # unit to float32's rounding, ~1e-7 off
+    assert np.array_equal(as_embeddings(once), once)
+    normalised = as_embeddings(raw * 3)
+    assert np.array_equal(as_embeddings(normalised), normalised)
+    nearly = once * np.float32(1 + 1e-5)  # off by more than rounding: normalised again
+    assert not np.array_equal(as_embeddings(nearly), nearly)
+    assert np.allclose(np.linalg.norm(as_embeddings(nearly).astype(np.float64), axis=1), 1.0, atol=1e-6)
+
+
 def test_input_is_not_modified_in_place(rng):
     raw = rng.standard_normal((5, 4)).astype(np.float32) * 3
     copy = raw.copy()
