@@ -58,8 +58,9 @@ def as_embeddings(x, *, dim: Optional[int] = None, what: str = "vectors") -> np.
             f"{what}: row {row} is a zero vector ({int(zero.sum())} such rows); it has no direction to compare"
         )
     out = np.array(x, dtype=np.float32, order="C", copy=True)
-    off = np.flatnonzero(np.abs(norms - 1.0) > UNIT_TOLERANCE)
-    out[off] /= norms[off].astype(np.float32)[:, None]
+    scale = norms.astype(np.float32)
+    scale[np.abs(norms - 1.0) <= UNIT_TOLERANCE] = 1.0  # x / 1 is x: those rows keep every bit
+    out /= scale[:, None]
     return out
 
 
