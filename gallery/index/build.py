@@ -283,7 +283,6 @@ def _rerank_exact(xq: np.ndarray, cand: np.ndarray, k: int, vectors: VectorSourc
     search accepts through the index no stranger it rejected: FAISS's float32 sums run in another order
     and can land one ulp apart. Only the answers that could rank first are rescored: gathering all k
     answers' vectors for it cost a third of a search on a 1M steep gallery.
-
     """
     nq, nc = cand.shape
     scores = candidate_scores(xq, cand, vectors)

@@ -49,10 +49,10 @@ the tables):
   shortlist is the shortest of 160, 320, 640 and 1000 at which at most 0.1% of them change; where the
   d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation and
   cells. At 1M x 512 the even and default data keep PQ64x4fs and 160 candidates. Where identities
-  differ along a few directions the build chose PQ128x4fs with 160: rank-1 = exact on 100% of new
-  mated probes (99.9% with PQ64x4fs); where they vary in tightness PQ128x4fs with 1000: 99.6% and
-  exact's FNIR (97.7% and +0.8 point with PQ64x4fs and 160; PQ64x4fs with 1000 candidates gave
-  98.5%, ``benchmarks/ivf_codes.py``).
+  differ along a few directions the build chose PQ128x4fs with 160: rank-1 = exact on 99.98% of 5000
+  new mated probes (99.9% of 1000 with PQ64x4fs); where they vary in tightness PQ128x4fs with 1000:
+  99.90% and FNIR +0.10 point (97.7% and +0.8 point with PQ64x4fs and 160; PQ64x4fs with 1000
+  candidates gave 98.5%, ``benchmarks/ivf_codes.py``).
 * **nprobe follows how one identity's images spread over the cells, which depends on the data.**
   Where within-identity variation is spread evenly over the directions (``noise_decay=0``), an
   eighth of the cells gave rank-1 equal to exact on 1000 of 1000 mated probes and exact's FNIR
@@ -72,13 +72,13 @@ the tables):
   ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate`` measures
   FPIR through whichever index the gallery searches with, so its threshold holds either way.
 * **What it costs**, at 1M x 512 on two cores (a Zen 3, AVX2; benchmarks/README.md): the auto
-  gallery answers 21-23x as many queries as exact search at the machine's matmul limit on the even
-  data (182 of 1024 cells, PQ64x4fs, 160 candidates; rank-1 = exact on 100% of mated probes, exact's
-  FNIR), 9-10x on the default data (689 cells, PQ64x4fs, 160; 100%, exact's FNIR; the fixed eighth
-  of the cells gave 30x and 96.7% in the same run), 4.1-4.6x on the varied data (859 cells,
-  PQ128x4fs, 1000 candidates; 99.6%, exact's FNIR) and 39-45x on the steep data (28 cells,
-  PQ128x4fs, 160; 100%, FNIR +0.1 point), with FPIR and wrong-identity accepts at most exact's, the
-  same at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the
+  gallery answers 25-32x as many queries as exact search at the machine's matmul limit on the even
+  data (182 of 1024 cells, PQ64x4fs, 160 candidates; rank-1 = exact on 99.98% of 5000 mated probes,
+  FNIR +0.02 point), 10-12x on the default data (689 cells, PQ64x4fs, 160; 99.98%, +0.04; the fixed
+  eighth of the cells gave 34-37x and 96.5% in the same run), 4-6x on the varied data (859 cells,
+  PQ128x4fs, 1000 candidates; 99.90%, +0.10) and 47-50x on the steep data (28 cells, PQ128x4fs,
+  160; 99.98%, FNIR +0.14 point: the cells miss the best image of some identities ranked first),
+  with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the
   exact re-rank read in place from the memory-mapped shards and the identity grouping the rest. At
   40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the scan of the 182 cells the even
   data needs took about 0.23 ms alone.
