@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """One enrolled identity in a ranked answer.
 
     ``score`` is a cosine similarity in [-1, 1] (higher is more alike); ``records`` are the ids of the
     gallery records (images) of this identity that were found, best first, with their ``record_scores``.
+    A named tuple, not a dataclass: a search builds k of them per probe, and a frozen dataclass cost
+    about 1.2 us each against 0.4-0.6 us, some 5% of a search at 1M x 512 (a profile of Gallery.search).
     """
 
     identity: str
@@ -24,7 +25,7 @@ class Match:
     sources: tuple[str, ...] = ()
 
     def with_sources(self, sources: Sequence[str]) -> "Match":
-        return replace(self, sources=tuple(sources))
+        return self._replace(sources=tuple(sources))
 
 
 @dataclass(frozen=True)
