@@ -28,6 +28,14 @@ The threshold holds for the index it was measured through: an approximate index 
 impostor answers "unknown" where exact search would accept it, so its FPIR at a threshold differs.
 Calibration therefore searches with the gallery's own index and search settings, and
 leave-identities-out builds its temporary gallery with the same index kind and parameters.
+
+An inverted file's cells are measured for rank-1 when it is built, but an open-set decision needs
+more where the threshold falls among mated scores: the cells must hold an image of the person that
+clears it (gallery.index.coverage). So for an ivfpq gallery calibration sets a first threshold,
+measures the cells that threshold needs on the gallery's own images, and where they are more than
+the gallery visits, searches again over them and sets the threshold there: the calibration records
+those cells (``nprobe`` of ``nlist``) and storing it raises the gallery's nprobe to them, so the
+threshold holds for the index as it then searches.
 """
 
 from __future__ import annotations
@@ -135,6 +143,9 @@ class Calibration:
     fpir_high: Optional[float] = None
     #: "sufficient", or why not (a calibration forced past the evidence rule says so here).
     evidence: str = "sufficient"
+    #: For an ivfpq gallery: the cells per query (of ``nlist``) the threshold was measured with.
+    nprobe: Optional[int] = None
+    nlist: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.fpir_low is None or self.fpir_high is None:  # written by a release before the interval
@@ -163,6 +174,13 @@ class Calibration:
         values = _checked_fields(cls, data, field, source)
         tail = values["tail"]
         return cls(**{**values, "tail": TailFit(**_checked_fields(TailFit, tail, f"{field}.tail", source)) if tail else None})
+
+    def nprobe_for(self, nlist: int) -> Optional[int]:
+        """The cells per query the threshold was measured with, as a share of an index of ``nlist`` cells
+        (leave-identities-out measures on a smaller gallery, which may have fewer); None when not measured."""
+        if not self.nprobe or not self.nlist:
+            return None
+        return int(min(nlist, max(1, math.ceil(self.nprobe * nlist / self.nlist))))
 
     def threshold_for(self, n_identities: int) -> float:
         """The threshold a gallery of ``n_identities`` needs for the same FPIR: the measured one at the
@@ -249,6 +267,16 @@ def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report
         raise InsufficientEvidenceError("calibration needs non-mated searches: probes whose identity is not enrolled")
     evidence = evidence_rule(len(out.nonmated_best), target_fpir, allow_few=allow_few)
     t = fpir_threshold(out.nonmated_best, target_fpir)
+    spec = gallery.index_spec
+    nprobe = spec.nprobe if spec is not None and spec.kind == "ivfpq" else None
+    cells = gallery.cells_for_threshold(t) if nprobe is not None else None
+    if cells is not None and cells > nprobe:
+        LOG.info("the threshold %.6f needs %d of %d cells per query (the gallery visits %d): measuring again there",
+                 t, cells, spec.nlist, nprobe)
+        nprobe = cells
+        results = gallery.search(vectors, k=k, threshold=1.0, nprobe=nprobe)
+        out = search_outcomes(results, labels, enrolled)
+        t = fpir_threshold(out.nonmated_best, target_fpir)
     default = MODEL_THRESHOLDS.get(gallery.model)
     if default is not None and t < default.value:
         LOG.warning("the calibrated threshold %.6f is below %s's measured default %.4f (%s)", t, gallery.model,
@@ -272,6 +300,8 @@ def _measure(gallery, vectors, labels, target_fpir: float, protocol: str, report
         protocol=protocol,
         tail=fit_tail(top, len(enrolled)) if len(top) else None,
         created=time.time(),
+        nprobe=nprobe,
+        nlist=spec.nlist if nprobe is not None else None,
     )
 
 

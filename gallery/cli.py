@@ -383,6 +383,10 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
                f"{cal.fpir_high:.2e}; target {cal.target_fpir:g}) on {cal.n_nonmated} non-mated and {cal.n_mated} "
                f"mated searches ({cal.protocol}), FNIR {fnir}")
     click.echo(f"at the gallery's {len(g.identities)} identities the threshold is {g.threshold()[0]:.6f}")
+    spec = g.index_spec
+    if cal.nprobe is not None and spec is not None and spec.kind == "ivfpq":
+        click.echo(f"searches visit {spec.nprobe} of {spec.nlist} cells per query (the threshold was measured "
+                   f"over {cal.nprobe} of {cal.nlist}: the cells in which the gallery's images find a mate above it)")
 
 
 def _labelled_probes(g: Gallery, probes: Path, labels, *, progress: bool):

@@ -8,6 +8,7 @@ time, the manifest read under its lock, files first and the manifest last), enro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -21,7 +22,7 @@ from .enrolment import enrol_batch, enrol_photos, records_batch
 from .errors import CorruptGalleryError, InvalidInputError, ModelMismatchError
 from .index import IndexSpec, build_index, choose_index_spec, training_sample
 from .index.codes import with_measured_codes
-from .index.coverage import with_measured_nprobe
+from .index.coverage import measured_nprobe, with_measured_nprobe
 from .index.files import add_vectors, index_path, load_index, save_index, spec_of
 from .search import IdentitySearcher, decide, resolve_threshold, threshold_provenance
 from .store import Manifest, ShardStore, read_manifest
@@ -337,14 +338,29 @@ class Gallery:
         return self._vectors.gather(np.asarray(ids, dtype=np.int64))
 
     def set_calibration(self, calibration: Calibration) -> None:
-        """Store ``calibration`` in the manifest; searches use it from then on."""
+        """Store ``calibration`` in the manifest; searches use it from then on, over at least the cells
+        per query its threshold was measured with (an ivfpq gallery's nprobe is raised to them)."""
         with GalleryChange(self.root, operation="calibrate", wait=self.wait) as change:
-            if calibration.model != change.manifest.model:
+            m = change.manifest
+            if calibration.model != m.model:
                 raise ModelMismatchError(f"{self.root}: calibration is for model {calibration.model!r}, the gallery "
-                                         f"holds {change.manifest.model!r}")
-            change.manifest.thresholds["open_set"] = calibration.to_json()
+                                         f"holds {m.model!r}")
+            m.thresholds["open_set"] = calibration.to_json()
+            if m.index is not None and m.index.kind == "ivfpq":
+                nprobe = calibration.nprobe_for(m.index.params["nlist"])
+                if nprobe is not None and nprobe > m.index.params["nprobe"]:
+                    m.index = dataclasses.replace(m.index, params={**m.index.params, "nprobe": nprobe})
             change.commit()
         self._reload()
+
+    def cells_for_threshold(self, threshold: float) -> Optional[int]:
+        """Cells per query in which the gallery's own images find a mate that clears ``threshold`` where
+        exact search would accept them (gallery.index.coverage); None for a flat index or when too few
+        identities have two images to measure it."""
+        s = self._searcher
+        if not isinstance(s, IdentitySearcher) or s.index is None:  # a distributed engine measures nothing here
+            return None
+        return measured_nprobe(s.index, s.record_ids, s.names[s.codes], s.vectors, threshold=threshold)
 
     # ------------------------------------------------------------------ search
 
@@ -626,7 +642,12 @@ class Gallery:
             built = build_index(spec, sample, (), gpu=self._gpu)
             add_vectors(built, ids, vectors, progress=progress)
             if not nprobe:
-                with_measured_nprobe(built, ids, labels, vectors)
+                calibrated = m.thresholds.get("open_set")
+                threshold = None
+                if calibrated:  # the cells its threshold needs, as calibration measured them
+                    cal = Calibration.from_json(calibrated, source=manifest_path(self.root))
+                    threshold = cal.threshold_for(len(np.unique(labels.astype(str))))
+                with_measured_nprobe(built, ids, labels, vectors, threshold=threshold)
             built = with_measured_codes(built, ids, labels, vectors, recode=not pq_m, progress=progress)
             spec = built.spec
             m.index = save_index(self.root, built, change.next_seq(), len(sample) if sample is not None else 0)

@@ -12,7 +12,7 @@ from scipy.stats import binomtest
 
 from gallery.calibration import Calibration, InsufficientEvidenceError, TailFit, calibrate, calibrate_leave_out, gpd_pwm, leave_identities_out
 from gallery.cli import main
-from gallery.metrics import fnir_at_fpir, fpir, search_outcomes
+from gallery.metrics import fnir, fnir_at_fpir, fpir, search_outcomes
 from gallery.metrics.identification import fpir_interval, nonmated_needed
 from gallery.store.imports import write_labelled_vectors
 from gallery.synthetic import synthetic_gallery, synthetic_probes
@@ -172,3 +172,44 @@ def test_leave_identities_out_calibrates_through_the_gallery_s_own_kind_of_index
     flat = enrol(population, 100, tmp_path / "flat")
     with leave_identities_out(flat, holdout=0.2) as (sub, _, _):
         assert sub.index_spec.kind == "flat"
+
+
+def test_an_ivfpq_calibration_searches_over_the_cells_its_threshold_needs_and_the_gallery_keeps_them(tmp_path):
+    """Where the threshold falls among mated scores, the cells measured for rank-1 leave mated probes whose
+    best image lies in a cell not visited "unknown". Calibration measures the cells in which the gallery's
+    own images find a mate above its threshold, sets the threshold over them, and storing it raises the
+    gallery's nprobe, so the calibrated FPIR is what the gallery then gives."""
+    data = synthetic_gallery(3000, 3, 64, genuine=0.6, noise_decay=0.0, seed=3)
+    pv, pl = synthetic_probes(data, 1000, 2000, seed=4)
+    g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=64, pq_m=16, nprobe=8,
+                             progress=False)
+    cal = calibrate(g, pv, list(pl), target_fpir=0.01)
+    assert cal.nlist == 64 and cal.nprobe > 8
+    assert cal.nprobe >= g.cells_for_threshold(1.01)  # above every score: the cells rank-1 alone needs
+    g.set_calibration(cal)
+    g = Gallery.open(tmp_path / "g")
+    assert g.index_spec.nprobe == g.manifest.index.params["nprobe"] == cal.nprobe
+    out = search_outcomes(g.search(pv, k=1), list(pl), set(g.identities))
+    assert fpir(out.nonmated_best, cal.value) == cal.achieved_fpir
+    narrow = search_outcomes(g.search(pv, k=1, nprobe=8), list(pl), set(g.identities))
+    assert fnir(out, cal.value) == cal.fnir < fnir(narrow, cal.value)
+
+
+def test_rebuilding_a_calibrated_index_measures_the_cells_for_its_threshold(tmp_path):
+    data = synthetic_gallery(3000, 3, 64, genuine=0.6, noise_decay=0.0, seed=3)
+    pv, pl = synthetic_probes(data, 0, 2000, seed=4)
+    g = Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=64, pq_m=16,
+                             progress=False)
+    rank1_cells = g.index_spec.nprobe
+    g.set_calibration(calibrate(g, pv, list(pl), target_fpir=0.01))
+    spec = g.rebuild_index("ivfpq", nlist=64, pq_m=16)
+    assert spec.nprobe == g.cells_for_threshold(g.threshold()[0]) > rank1_cells
+
+
+def test_the_cells_a_calibration_was_measured_over_carry_to_an_index_of_other_size():
+    cal = Calibration(value=0.5, target_fpir=0.01, achieved_fpir=0.01, fnir=None, model="m", gallery_identities=800,
+                      n_mated=0, n_nonmated=1000, protocol="leave-identities-out", tail=None, created=0.0,
+                      nprobe=10, nlist=16)
+    assert (cal.nprobe_for(16), cal.nprobe_for(32), cal.nprobe_for(8), cal.nprobe_for(4)) == (10, 20, 5, 3)
+    assert Calibration(**{**cal.to_json(), "nprobe": None, "nlist": None}).nprobe_for(16) is None
+    assert Calibration.from_json(cal.to_json()) == cal

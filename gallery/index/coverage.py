@@ -16,6 +16,13 @@ they vary along the identities' directions, and rank-1 = exact on 99.7% and 99.6
 probes. Covering :data:`COVERAGE` = 99.9% gave 182 and 688 cells and 100% on both, with the auto
 gallery at 22-28x and 9-12x exact search on a Zen 4 (benchmarks/search_scale.py,
 benchmarks/ivf_codes.py --coverage).
+
+Finding some image of the identity is what rank-1 needs; an open-set decision needs one that clears
+the threshold. Where the threshold sits among mated scores (one data model rejects 11% of mated
+probes at FPIR 1%) the cells alone lost 0.075 point of FNIR at 26 cells; counting an image as
+covered only by a mate above the threshold, where exact search accepts it, gave 35 cells and 0.04
+(benchmarks/ivf_coverage.py; 0-6% more cells on the other data). The threshold is known once a
+gallery is calibrated, so ``gallery calibrate`` measures the cells for it (gallery.calibration).
 """
 
 from __future__ import annotations
@@ -76,14 +83,17 @@ def cells_for_coverage(
     vectors: VectorSource,
     *,
     coverage: float = COVERAGE,
+    threshold: Optional[float] = None,
     sample: int = SAMPLE,
     seed: int = 0,
 ) -> Optional[int]:
     """The fewest cells per query in which ``coverage`` of sampled enrolled images find another image of
     their identity, or None when fewer than :data:`MIN_SAMPLE` indexed images have one.
 
-    ``ids`` and ``identities`` are the records and their labels; records the index does not hold are
-    ignored.
+    With an open-set ``threshold``, an image whose best-scoring mate clears it is covered only by a
+    mate that clears it too: exact search would accept its identity, and a weaker image of the same
+    person found instead would leave it "unknown". ``ids`` and ``identities`` are the records and their
+    labels; records the index does not hold are ignored.
     """
     held, held_cell = cell_of(index)
     ids = np.asarray(ids, dtype=np.int64)
@@ -105,23 +115,47 @@ def cells_for_coverage(
     needed = np.full(len(probes), ivf.nlist, np.int64)
     block = max(1, _CHUNK_CELLS // ivf.nlist)
     for b in range(0, len(probes), block):
-        scores = vectors.gather(ids[probes[b : b + block]]) @ centroids.T
+        x = vectors.gather(ids[probes[b : b + block]])
+        scores = x @ centroids.T
         lo, hi = np.searchsorted(pair_probe, [b, b + block])
-        for s in range(lo, hi, block):
-            p, m = pair_probe[s : min(s + block, hi)], mate[s : min(s + block, hi)]
-            rank = (scores[p - b] > scores[p - b, cell[m]][:, None]).sum(axis=1) + 1
-            np.minimum.at(needed, p, rank)
+        p, m = pair_probe[lo:hi] - b, mate[lo:hi]
+        rank = np.empty(hi - lo, np.int64)
+        similarity = np.empty(hi - lo, np.float32) if threshold is not None else None
+        for s in range(0, hi - lo, block):
+            ps, ms = p[s : s + block], m[s : s + block]
+            rank[s : s + len(ps)] = (scores[ps] > scores[ps, cell[ms]][:, None]).sum(axis=1) + 1
+            if similarity is not None:
+                similarity[s : s + len(ps)] = np.einsum("ij,ij->i", x[ps], vectors.gather(ids[ms]))
+        counted = slice(None) if similarity is None else _counted_at(threshold, similarity, p, len(x))
+        np.minimum.at(needed, p[counted] + b, rank[counted])
     return int(np.quantile(needed, coverage, method="higher"))
 
 
-def with_measured_nprobe(index: VectorIndex, ids: np.ndarray, identities: np.ndarray, vectors: VectorSource) -> VectorIndex:
-    """``index`` with its default ``nprobe`` set by :func:`cells_for_coverage` (at least
-    :data:`~gallery.index.spec.MIN_NPROBE`); kept as it is when the gallery cannot measure it."""
+def _counted_at(threshold: float, similarity: np.ndarray, p: np.ndarray, n_probes: int) -> np.ndarray:
+    """Which (probe, mate) pairs may cover their probe at ``threshold``: where the probe's best mate clears
+    it, only mates that clear it too; elsewhere every mate."""
+    best = np.full(n_probes, -np.inf, np.float32)
+    np.maximum.at(best, p, similarity)
+    return (similarity >= threshold) | (best[p] < threshold)
+
+
+def measured_nprobe(index: VectorIndex, ids: np.ndarray, identities: np.ndarray, vectors: VectorSource, *,
+                    threshold: Optional[float] = None) -> Optional[int]:
+    """:func:`cells_for_coverage` within [:data:`~gallery.index.spec.MIN_NPROBE`, nlist]; None for a flat
+    or empty index, or when the gallery cannot measure it."""
     if index.spec.kind == "flat" or index.ntotal == 0:
-        return index
-    cells = cells_for_coverage(index, ids, identities, vectors)
-    if cells is not None:
-        index.spec = replace(index.spec, nprobe=int(min(max(cells, MIN_NPROBE), index.spec.nlist)))
+        return None
+    cells = cells_for_coverage(index, ids, identities, vectors, threshold=threshold)
+    return None if cells is None else int(min(max(cells, MIN_NPROBE), index.spec.nlist))
+
+
+def with_measured_nprobe(index: VectorIndex, ids: np.ndarray, identities: np.ndarray, vectors: VectorSource, *,
+                         threshold: Optional[float] = None) -> VectorIndex:
+    """``index`` with its default ``nprobe`` set by :func:`measured_nprobe`; kept as it is when the gallery
+    cannot measure it."""
+    nprobe = measured_nprobe(index, ids, identities, vectors, threshold=threshold)
+    if nprobe is not None:
+        index.spec = replace(index.spec, nprobe=nprobe)
     return index
 
 

@@ -37,9 +37,10 @@ def as_the_cells_see_it(index, x):
     return rotation_of(index.index).apply(x)
 
 
-def cells_needed_by_hand(index, ids, labels, x):
-    """Per enrolled image with a mate: the rank of the best-ranked cell holding another image of its identity,
-    from the quantizer's own top-1 assignment of every image and a full sort of the centroids."""
+def cells_needed_by_hand(index, ids, labels, x, threshold=None):
+    """Per enrolled image with a mate: the rank of the best-ranked cell holding another image of its identity
+    (with a threshold its best mate clears, one that clears it too), from the quantizer's own top-1
+    assignment of every image and a full sort of the centroids."""
     ivf = faiss.extract_index_ivf(index.index)
     x = as_the_cells_see_it(index, x)
     _, home = knn(ivf.quantizer, x, 1)
@@ -49,6 +50,8 @@ def cells_needed_by_hand(index, ids, labels, x):
         mates = [j for j in np.flatnonzero(labels == labels[i]) if j != i]
         if mates:
             rank_of = {int(c): r + 1 for r, c in enumerate(order[i])}
+            if threshold is not None and max(float(x[i] @ x[j]) for j in mates) >= threshold:
+                mates = [j for j in mates if float(x[i] @ x[j]) >= threshold]
             needed.append(min(rank_of[int(home[j, 0])] for j in mates))
     return np.asarray(needed)
 
@@ -70,20 +73,37 @@ def test_the_centroids_are_read_back_in_the_space_of_the_stored_vectors(shaped):
     assert not np.allclose(centroids_of(index)[0], unrotated, atol=1e-3)
 
 
-def test_the_measure_is_the_coverage_quantile_of_a_count_by_hand(shaped):
+@pytest.mark.parametrize("threshold", [None, 0.6])
+def test_the_measure_is_the_coverage_quantile_of_a_count_by_hand(shaped, threshold):
     index, ids, labels, table, x = shaped
-    measured = cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids))
-    assert measured == int(np.quantile(cells_needed_by_hand(index, ids, labels, x), 0.99, method="higher"))
+    measured = cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=threshold, sample=len(ids))
+    by_hand = cells_needed_by_hand(index, ids, labels, x, threshold)
+    assert measured == int(np.quantile(by_hand, 0.99, method="higher"))
 
 
-def test_the_measure_taken_a_few_probes_at_a_time_is_the_same(shaped, monkeypatch):
+def test_a_threshold_among_the_mated_scores_needs_cells_that_hold_a_mate_above_it(shaped):
+    """An image whose best mate clears the threshold is accepted by exact search; a weaker image of the
+    same person in the cells visited would leave it unknown, so the cells must hold a mate above it."""
+    index, ids, labels, table, x = shaped
+    mate_scores = [float(x[i + a] @ x[i + b]) for i in range(0, len(x), 3) for a, b in ((0, 1), (0, 2), (1, 2))]
+    among = float(np.median(mate_scores))
+    plain = cells_for_coverage(index, ids, labels, table, coverage=0.99)
+    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=among) > plain
+    below_all = min(mate_scores) - 0.01  # every image's identity is accepted through any mate
+    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=below_all) == plain
+    above_all = 1.01  # no identity is accepted: rank-1 alone decides
+    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=above_all) == plain
+
+
+@pytest.mark.parametrize("threshold", [None, 0.6])
+def test_the_measure_taken_a_few_probes_at_a_time_is_the_same(shaped, monkeypatch, threshold):
     """Large galleries have many cells: the probes' cell scores are held a block at a time."""
     import gallery.index.coverage as coverage
 
     index, ids, labels, table, x = shaped
-    whole = cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids))
+    whole = cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=threshold, sample=len(ids))
     monkeypatch.setattr(coverage, "_CHUNK_CELLS", NLIST * 100)  # 100 probes per block, 90 blocks
-    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, sample=len(ids)) == whole
+    assert cells_for_coverage(index, ids, labels, table, coverage=0.99, threshold=threshold, sample=len(ids)) == whole
 
 
 def test_images_that_vary_along_the_identity_directions_need_more_cells(shaped, even):
