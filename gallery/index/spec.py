@@ -78,7 +78,9 @@ the tables):
   eighth of the cells gave 34-37x and 96.5% in the same run), 4-6x on the varied data (859 cells,
   PQ128x4fs, 1000 candidates; 99.90%, +0.10) and 47-50x on the steep data (28 cells, PQ128x4fs,
   160; 99.98%, FNIR +0.14 point: the cells miss the best image of some identities ranked first),
-  with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated traffic. The fast-scan of the cells takes most of a search; the
+  with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated traffic. Once
+  calibrated, a gallery visits the cells its threshold needs (gallery.calibration): steep 35 (100%
+  rank-1, FNIR +0.06 point, 30-46x over two runs), varied 904 (99.94%, +0.04, 4.0-4.3x). The fast-scan of the cells takes most of a search; the
   exact re-rank read in place from the memory-mapped shards and the identity grouping the rest. At
   40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the scan of the 182 cells the even
   data needs took about 0.23 ms alone.
