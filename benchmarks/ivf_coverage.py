@@ -14,9 +14,10 @@ Finding some mate is what rank-1 needs; an open-set decision needs more where th
 among mated scores: a probe whose best image scores above the threshold but whose visited mates score
 below it is rejected where exact search accepts it. So each run also sets the threshold at which exact
 search gives FPIR 1% on new strangers, counts the FNIR the cells alone give (the identity scored by its
-best mate in the cells visited, exactly), and measures a threshold-aware rule on the held-out images:
-where exact search would accept an image's identity, it counts as covered only when a mate that also
-clears the threshold is in the cells.
+best mate in the cells visited, exactly), and the gallery's rule with that threshold
+(``cells_for_coverage(threshold=...)``, what calibration measures): where exact search would accept a
+held-out image's identity, it counts as covered only when a mate that also clears the threshold is in
+the cells.
 
     .venv/bin/python benchmarks/ivf_coverage.py --models even,default,varied,steep
     .venv/bin/python benchmarks/ivf_coverage.py --models even --identities 1000000 --images-per-identity 2
@@ -60,14 +61,9 @@ def mates_seen_from(index: VectorIndex, x: np.ndarray, mates_of, vectors: np.nda
     return out
 
 
-def cells_needed(seen, threshold=None) -> np.ndarray:
-    """Per row, the cells a search must visit: to reach any mate, or, with ``threshold``, where exact search
-    accepts the identity (its best mate scores >= threshold), to reach a mate that also scores >= threshold."""
-    out = np.empty(len(seen), np.int64)
-    for i, (rank, score) in enumerate(seen):
-        accepted = score >= threshold if threshold is not None else np.zeros(len(score), bool)
-        out[i] = rank[accepted].min() if accepted.any() else rank.min()
-    return out
+def cells_needed(seen) -> np.ndarray:
+    """Per row, the cells a search must visit to reach any mate."""
+    return np.asarray([rank.min() for rank, _ in seen], np.int64)
 
 
 def cells_fnir(seen, threshold: float, cells: int) -> float:
@@ -96,16 +92,10 @@ def measure(model: str, identities: int, images: int, probes: int) -> dict:
     starts = np.searchsorted(code_of[order], np.arange(code_of.max() + 2))
     probe_code = np.asarray([code[lab] for lab in labels[mated]])
     new = mates_seen_from(index, xq[mated], lambda i: order[starts[probe_code[i]] : starts[probe_code[i] + 1]], xb)
-    sample = np.sort(np.random.default_rng(0).choice(n, min(64_000, n), replace=False))
-
-    def others(i):
-        mates = order[starts[code_of[sample[i]]] : starts[code_of[sample[i]] + 1]]
-        return mates[mates != sample[i]]
-
-    held_out = mates_seen_from(index, xb[sample], others, xb)
     needed = cells_needed(new)
     exact_fnir = cells_fnir(new, threshold, index.spec.nlist)
-    by_threshold = {share: int(np.quantile(cells_needed(held_out, threshold), share, method="higher")) for share in SHARES}
+    by_threshold = {share: cells_for_coverage(index, ids, data.identities, table, coverage=share, threshold=threshold)
+                    for share in SHARES}
     run = {"model": model, "n": n, "identities": identities, "images_per_identity": images, "nlist": index.spec.nlist,
            "new_probes": probes, "strangers": STRANGERS, "threshold_fpir_1pct": threshold,
            "exact_fnir": exact_fnir, "seconds": time.perf_counter() - t,

@@ -365,7 +365,8 @@ def calibrate(gallery_arg, gallery_dir, probes, labels, target_fpir, holdout, se
     Probes whose label is enrolled are mated searches; any other label (or '-') is a non-mated one.
     A target FPIR needs at least 10/FPIR non-mated searches (10,000 for 1e-3), the same rule `gallery
     eval` uses. The threshold follows the gallery as it grows: the measured one plus the rise a tail
-    fit of the impostor scores predicts.
+    fit of the impostor scores predicts. On an ivfpq gallery it also measures how many lists a search
+    must visit to find an image of the person above the threshold, and raises nprobe to that.
     """
     from .calibration import calibrate as calibrate_probes
     from .calibration import calibrate_leave_out

@@ -213,3 +213,16 @@ def test_the_cells_a_calibration_was_measured_over_carry_to_an_index_of_other_si
     assert (cal.nprobe_for(16), cal.nprobe_for(32), cal.nprobe_for(8), cal.nprobe_for(4)) == (10, 20, 5, 3)
     assert Calibration(**{**cal.to_json(), "nprobe": None, "nlist": None}).nprobe_for(16) is None
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_calibrate_command_says_how_many_cells_the_threshold_needs(tmp_path):
+    data = synthetic_gallery(3000, 3, 64, genuine=0.6, noise_decay=0.0, seed=3)
+    pv, pl = synthetic_probes(data, 500, 2000, seed=4)
+    Gallery.from_vectors(data.vectors, data.identities, tmp_path / "g", index="ivfpq", nlist=64, pq_m=16, nprobe=8,
+                         progress=False)
+    write_labelled_vectors(tmp_path / "probes.parquet", pv, ["-" if p is None else p for p in pl])
+    r = CliRunner().invoke(main, ["calibrate", str(tmp_path / "g"), "--probes", str(tmp_path / "probes.parquet"),
+                                  "--target-fpir", "0.01"])
+    assert r.exit_code == 0, r.output
+    nprobe = Gallery.open(tmp_path / "g").index_spec.nprobe
+    assert nprobe > 8 and f"searches visit {nprobe} of 64 cells per query (the threshold was measured over {nprobe} of 64" in r.output
