@@ -6,8 +6,8 @@ apart, and a fixed share of the cells loses mates (benchmarks/ivf_cells.py: an e
 held the exact answer's identity for 99.9% of mated probes on one data model and 95.8% on another).
 So when an inverted file is built, each of a sample of enrolled images is taken as a probe, and the
 rank of the best-ranked cell that holds another image of its identity is read off the quantizer:
-``nprobe`` is the rank that covers :data:`COVERAGE` of them. It counts cells, not scores, so it
-costs one small matrix product.
+``nprobe`` is the rank that covers :data:`COVERAGE` of them. It counts cells, so it costs one small
+matrix product (with a threshold, below, also one dot product per image and mate).
 
 A held-out image has one mate fewer than a new probe of that identity, so the measure errs toward
 visiting more cells, but not far enough for the rank-1 target: covering 99.5% of sampled images gave
