@@ -46,10 +46,13 @@ the tables):
 * **How fine the codes and how long the shortlist follow what the codes lose on this gallery.** Once
   the cells are measured, :func:`~gallery.index.codes.with_measured_codes` searches a sample of the
   gallery's own images and compares each answer with the exact one within the same cells. The
-  shortlist is the shortest of 160, 320, 640 and 1000 at which at most 0.1% of them change; where the
-  d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation and
-  cells. At 1M x 512 the even and default data keep PQ64x4fs and 160 candidates. Where identities
-  differ along a few directions the build chose PQ128x4fs with 160: rank-1 = exact on 99.98% of 5000
+  shortlist is the shortest of 120, 160, 320, 640 and 1000 at which at most 0.1% of them change; where
+  the d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation
+  and cells. At 1M x 512 the even data keeps PQ64x4fs with 120 candidates, the default data PQ64x4fs
+  with 160. Where identities differ along a few directions the build chose PQ128x4fs, with 160 until
+  120 was offered and then 120 (the same answers on 5000 new mated probes and 5000 strangers, 16%
+  more queries/s at its 35 cells; 80 lost two rank-1 answers and made a wrong-identity accept, so no
+  shorter list is offered). With 160: rank-1 = exact on 99.98% of 5000
   new mated probes (99.9% of 1000 with PQ64x4fs); where they vary in tightness PQ128x4fs with 1000:
   99.90% and FNIR +0.10 point (97.7% and +0.8 point with PQ64x4fs and 160; PQ64x4fs with 1000
   candidates gave 98.5%, ``benchmarks/ivf_codes.py``).
