@@ -75,15 +75,15 @@ the tables):
   ``nlist / 8`` stays where too few images have a mate to measure. ``gallery calibrate`` measures
   FPIR through whichever index the gallery searches with, so its threshold holds either way.
 * **What it costs**, at 1M x 512 on two cores (a Zen 3, AVX2; benchmarks/README.md): the auto
-  gallery answers 25-32x as many queries as exact search at the machine's matmul limit on the even
-  data (182 of 1024 cells, PQ64x4fs, 160 candidates; rank-1 = exact on 99.98% of 5000 mated probes,
-  FNIR +0.02 point), 10-12x on the default data (689 cells, PQ64x4fs, 160; 99.98%, +0.04; the fixed
+  gallery answers 24-32x as many queries as exact search at the machine's matmul limit on the even
+  data (182-184 of 1024 cells, PQ64x4fs, 160 or 120 candidates; rank-1 = exact on 99.98% of 5000
+  mated probes, FNIR +0.02 point), 10-12x on the default data (689 cells, PQ64x4fs, 160; 99.98%, +0.04; the fixed
   eighth of the cells gave 34-37x and 96.5% in the same run), 4-6x on the varied data (859 cells,
   PQ128x4fs, 1000 candidates; 99.90%, +0.10) and 47-50x on the steep data (28 cells, PQ128x4fs,
   160; 99.98%, FNIR +0.14 point: the cells miss the best image of some identities ranked first),
   with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated traffic. Once
   calibrated, a gallery visits the cells its threshold needs (gallery.calibration): steep 35 (100%
-  rank-1, FNIR +0.06 point, 30-46x over two runs), varied 904 (99.94%, +0.04, 4.0-4.3x). The fast-scan of the cells takes most of a search; the
+  rank-1, FNIR +0.06 point, 30-49x over three runs, the last with 120 candidates), varied 904 (99.94%, +0.04, 4.0-4.3x). The fast-scan of the cells takes most of a search; the
   exact re-rank read in place from the memory-mapped shards and the identity grouping the rest. At
   40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the scan of the 182 cells the even
   data needs took about 0.23 ms alone.
