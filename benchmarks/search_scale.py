@@ -23,8 +23,9 @@ threshold needs and raises the gallery's nprobe to them (gallery.calibration). T
 still count at exact search's FPIR-1% threshold.
 
 Every timing is the best of ``--repeats`` runs, the paths interleaved round by round (exact search
-in the same rounds as the fast paths), because other work may share the cores. ``--sweep`` adds raw-FAISS rows over a grid of (nprobe, shortlist), which is how the
-defaults in gallery/index/spec.py were chosen. It asserts that exact search is right and that the
+in the same rounds as the fast paths), because other work may share the cores. ``--sweep`` adds
+raw-FAISS rows over a grid of (nprobe, shortlist), which is how the defaults in
+gallery/index/spec.py were chosen. It asserts that exact search is right and that the
 auto index agrees with it, so a fast broken path cannot pass.
 
     .venv/bin/python benchmarks/search_scale.py --n 1000000 --models default,even,varied --work /big/disk

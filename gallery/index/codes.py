@@ -50,7 +50,8 @@ CODE_LOSS = 0.001
 #: of them before finer codes are built (a longer re-rank costs more than a finer scan would). None is
 #: shorter than 120: at 1M x 512 on the steep data 80 candidates passed the measure (0.05% of 4000
 #: sampled answers changed) yet, on 5000 new mated probes, lost two rank-1 answers and made one
-#: wrong-identity accept exact search does not make; 120 gave 160's answers there, 16% faster.
+#: wrong-identity accept exact search does not make; 120 gave 160's answers there (16% faster in one
+#: timing of the gallery's ranking at 35 cells; within the machine's noise in benchmarks/search_scale.py).
 SHORTLISTS = (120, 160, 320, 640, 1000)
 FIRST_CODES_SHORTLISTS = 3
 #: Images sampled; under MIN_SAMPLE with another image of their identity the gallery keeps its codes.

@@ -50,9 +50,10 @@ the tables):
   the d/4 codes need more than 320, they are rebuilt with d/2 sub-quantisers over the same rotation
   and cells. At 1M x 512 the even data keeps PQ64x4fs with 120 candidates, the default data PQ64x4fs
   with 160. Where identities differ along a few directions the build chose PQ128x4fs, with 160 until
-  120 was offered and then 120 (the same answers on 5000 new mated probes and 5000 strangers, 16%
-  more queries/s at its 35 cells; 80 lost two rank-1 answers and made a wrong-identity accept, so no
-  shorter list is offered). With 160: rank-1 = exact on 99.98% of 5000
+  120 was offered and then 120 (the same answers on 5000 new mated probes and 5000 strangers; 16%
+  more queries/s in one timing of the ranking at its 35 cells, within the machine's noise in
+  search_scale.py; 80 lost two rank-1 answers and made a wrong-identity accept, so no shorter list
+  is offered). With 160: rank-1 = exact on 99.98% of 5000
   new mated probes (99.9% of 1000 with PQ64x4fs); where they vary in tightness PQ128x4fs with 1000:
   99.90% and FNIR +0.10 point (97.7% and +0.8 point with PQ64x4fs and 160; PQ64x4fs with 1000
   candidates gave 98.5%, ``benchmarks/ivf_codes.py``).
@@ -77,16 +78,17 @@ the tables):
 * **What it costs**, at 1M x 512 on two cores (a Zen 3, AVX2; benchmarks/README.md): the auto
   gallery answers 24-32x as many queries as exact search at the machine's matmul limit on the even
   data (182-184 of 1024 cells, PQ64x4fs, 160 or 120 candidates; rank-1 = exact on 99.98% of 5000
-  mated probes, FNIR +0.02 point), 10-12x on the default data (689 cells, PQ64x4fs, 160; 99.98%, +0.04; the fixed
-  eighth of the cells gave 34-37x and 96.5% in the same run), 4-6x on the varied data (859 cells,
-  PQ128x4fs, 1000 candidates; 99.90%, +0.10) and 47-50x on the steep data (28 cells, PQ128x4fs,
-  160; 99.98%, FNIR +0.14 point: the cells miss the best image of some identities ranked first),
-  with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated traffic. Once
-  calibrated, a gallery visits the cells its threshold needs (gallery.calibration): steep 35 (100%
-  rank-1, FNIR +0.06 point, 30-49x over three runs, the last with 120 candidates), varied 904 (99.94%, +0.04, 4.0-4.3x). The fast-scan of the cells takes most of a search; the
-  exact re-rank read in place from the memory-mapped shards and the identity grouping the rest. At
-  40x the budget is about 0.2 ms a query at 1M, and on a Zen 4 the scan of the 182 cells the even
-  data needs took about 0.23 ms alone.
+  mated probes, FNIR +0.02 point), 10-12x on the default data (689 cells, PQ64x4fs, 160; 99.98%,
+  +0.04; the fixed eighth of the cells gave 34-37x and 96.5% in the same run), 4-6x on the varied
+  data (859 cells, PQ128x4fs, 1000 candidates; 99.90%, +0.10) and 47-50x on the steep data (28
+  cells, PQ128x4fs, 160; 99.98%, FNIR +0.14 point: the cells miss the best image of some identities
+  ranked first), with FPIR and wrong-identity accepts at most exact's, at 100%, 50% and 10% mated
+  traffic. Once calibrated, a gallery visits the cells its threshold needs (gallery.calibration):
+  steep 35 (100% rank-1, FNIR +0.06 point, 30-49x over three runs, the last with 120 candidates),
+  varied 904 (99.94%, +0.04, 4.0-4.3x). The fast-scan of the cells takes most of a search; the exact
+  re-rank read in place from the memory-mapped shards and the identity grouping the rest. At 40x the
+  budget is about 0.2 ms a query at 1M: on the Zen 3 the scan of steep's 35 cells takes 130-150 us
+  of it, and on a Zen 4 the scan of the 182 cells the even data needs took about 0.23 ms alone.
 
 Manifests written before this rule keep the knobs they stored (a stored ``recheck_nprobe`` still
 rechecks), and index files written before the rotation search without it; ``gallery rebuild-index``
