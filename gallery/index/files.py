@@ -25,8 +25,8 @@ ADD_BATCH = 65_536
 
 
 def spec_of(info: IndexInfo, dim: int) -> IndexSpec:
-    """The spec an index was built with, from its manifest entry."""
-    return IndexSpec(kind=info.kind, dim=dim, **info.params)
+    """The spec an index was built with, from its manifest entry (a knob stored as null takes its default)."""
+    return IndexSpec(kind=info.kind, dim=dim, **{k: v for k, v in info.params.items() if v is not None})
 
 
 def index_name(seq: int, *, trained: bool = False) -> str:

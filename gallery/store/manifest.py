@@ -98,6 +98,8 @@ INDEX_KINDS = ("flat", "ivfpq")
 #: The keys of ``index.params``: what ``IndexSpec.params()`` writes (a test pins the two equal; importing
 #: gallery.index here would be circular, since gallery.index.build imports gallery.store).
 INDEX_PARAMS = ("nlist", "pq_m", "nprobe", "rerank", "recheck_nprobe", "shortlist")
+#: The params an ivfpq entry must hold as positive integers (IndexSpec.params() has always written them).
+IVF_PARAMS_REQUIRED = ("nlist", "pq_m", "nprobe", "rerank")
 #: The folder of the shard files a manifest names (``ShardStore`` writes there).
 SHARD_DIR = "shards"
 _REQUIRED = object()
@@ -233,10 +235,14 @@ def _read_index_entry(r: FieldReader) -> IndexInfo:
     for key, value in params.data.items():
         if value is not None:
             params.integer(key, minimum=0)
+    kind = r.text("kind", choices=INDEX_KINDS)
+    if kind == "ivfpq":  # what its file was built with, and what every search reads: no default stands in
+        for key in IVF_PARAMS_REQUIRED:
+            params.integer(key, minimum=1)
     return IndexInfo(
         file=r.file("file", under=INDEX_DIR),
         sha256=r.digest("sha256"),
-        kind=r.text("kind", choices=INDEX_KINDS),
+        kind=kind,
         factory=r.text("factory"),
         ntotal=r.integer("ntotal", minimum=0),
         trained_on=r.integer("trained_on", minimum=0),

@@ -4,6 +4,8 @@ import pytest
 
 from gallery import InvalidInputError
 from gallery.index import AUTO_FLAT_MAX_CELLS, IndexSpec, choose_index_spec
+from gallery.index.files import spec_of
+from gallery.store.manifest import IndexInfo
 
 
 @pytest.mark.parametrize(
@@ -160,3 +162,11 @@ def test_nlist_needs_enough_training_points():
     choose_index_spec(n, 64, "ivfpq", nlist=64, pq_m=16)
     with pytest.raises(InvalidInputError, match=f"nlist = 64 needs at least {n} vectors to train, but there are {n - 1}"):
         choose_index_spec(n - 1, 64, "ivfpq", nlist=64, pq_m=16)
+
+
+def test_a_knob_stored_as_null_takes_its_default_and_the_rest_are_kept():
+    info = IndexInfo("index/index-000001.faiss", "c" * 64, "ivfpq", "RR512,IVF1024,PQ64x4fs", 10, 10,
+                     {"nlist": 1024, "pq_m": 64, "nprobe": 182, "rerank": 2, "recheck_nprobe": None, "shortlist": None})
+    spec = spec_of(info, 512)
+    assert (spec.nlist, spec.pq_m, spec.nprobe, spec.rerank) == (1024, 64, 182, 2)
+    assert spec.recheck_nprobe == 0 and spec.candidates(40) == SHORTLIST

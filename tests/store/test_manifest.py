@@ -108,6 +108,27 @@ def test_manifest_with_a_damaged_shard_entry_names_the_field(tmp_path):
     assert str(e.value) == f"{tmp_path / 'manifest.json'}: shards[0].sha256 is missing; the file was edited or damaged"
 
 
+@pytest.mark.parametrize("key", ["nlist", "pq_m", "nprobe", "rerank"])
+@pytest.mark.parametrize("value, why", [(None, "None"), (0, "0"), ("delete", "missing")])
+def test_an_ivfpq_entry_without_the_cells_or_codes_it_was_built_with_is_corrupt(tmp_path, key, value, why):
+    data = sample_manifest().to_json()
+    if value == "delete":
+        del data["index"]["params"][key]
+    else:
+        data["index"]["params"][key] = value
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(CorruptGalleryError) as e:
+        read_manifest(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / 'manifest.json'}: index.params.{key} is {why}")
+
+
+def test_an_ivfpq_entry_may_leave_the_search_knobs_to_their_defaults(tmp_path):
+    data = sample_manifest().to_json()
+    data["index"]["params"].update(recheck_nprobe=None, shortlist=None)
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    assert read_manifest(tmp_path).index.params["nlist"] == 16
+
+
 def test_the_stored_calibration_reads_back_as_written(tmp_path):
     write_manifest(tmp_path, sample_manifest())
     assert Calibration.from_json(read_manifest(tmp_path).thresholds["open_set"]) == CALIBRATION
