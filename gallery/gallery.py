@@ -55,6 +55,12 @@ def local_searcher(root: Path, manifest: Manifest, store: ShardStore, gpu: Optio
     return IdentitySearcher(index, vectors, ids, labels, manifest.next_id)
 
 
+def _stored_calibration(root: Path, manifest: Manifest) -> Optional[Calibration]:
+    """The open-set calibration ``manifest`` stores (read_manifest checked it), or None."""
+    data = manifest.thresholds.get("open_set")
+    return Calibration.from_json(data, source=manifest_path(root)) if data else None
+
+
 class Gallery:
     """A gallery folder opened for search and enrolment.
 
@@ -242,8 +248,7 @@ class Gallery:
                     manifest = read_manifest(self.root)
                     check_consistent(self.root, manifest)
                     store = ShardStore(self.root, manifest.shard_format)
-                    data = manifest.thresholds.get("open_set")  # read_manifest checked it
-                    calibration = Calibration.from_json(data, source=manifest_path(self.root)) if data else None
+                    calibration = _stored_calibration(self.root, manifest)
                     searcher = self._make_searcher(self.root, manifest, store, self._gpu)
             except CorruptGalleryError:
                 if attempt or self._manifest_stamp() == seen:
@@ -642,11 +647,8 @@ class Gallery:
             built = build_index(spec, sample, (), gpu=self._gpu)
             add_vectors(built, ids, vectors, progress=progress)
             if not nprobe:
-                calibrated = m.thresholds.get("open_set")
-                threshold = None
-                if calibrated:  # the cells its threshold needs, as calibration measured them
-                    cal = Calibration.from_json(calibrated, source=manifest_path(self.root))
-                    threshold = cal.threshold_for(len(np.unique(labels.astype(str))))
+                cal = _stored_calibration(self.root, m)  # if calibrated: the cells its threshold needs
+                threshold = cal.threshold_for(len(np.unique(labels.astype(str)))) if cal is not None else None
                 with_measured_nprobe(built, ids, labels, vectors, threshold=threshold)
             built = with_measured_codes(built, ids, labels, vectors, recode=not pq_m, progress=progress)
             spec = built.spec
