@@ -80,7 +80,7 @@ def _gallery_option(*names: str):
 def _index_options(f):
     f = click.option("--rerank", type=click.IntRange(min=1), help="ivfpq: exact re-rank of RERANK * k candidates.")(f)
     f = click.option("--nprobe", type=click.IntRange(min=1), help="ivfpq: inverted lists visited per query (default: measured on the gallery's own images).")(f)
-    f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d; default: d/4, doubled where the gallery's own images show the codes lose answers).")(f)
+    f = click.option("--pq-m", type=click.IntRange(min=1), help="ivfpq: PQ sub-quantisers (must divide d; default: d/4 within [16, 64], where the gallery's own images show the codes lose answers first given a rotation trained for them, then doubled). Given, the codes are kept as they are.")(f)
     f = click.option("--nlist", type=click.IntRange(min=1), help="ivfpq: inverted lists (default ~4*sqrt(n)).")(f)
     return f
 
@@ -464,7 +464,7 @@ def rebuild_index(gallery_dir, index_kind, nlist, pq_m, nprobe, rerank, wait, qu
 
     g = Gallery.open(gallery_dir, wait=wait)
     spec = g.rebuild_index(index_kind, nlist=nlist, pq_m=pq_m, nprobe=nprobe, rerank=rerank, progress=not quiet)
-    click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{spec.factory}] over {len(g)} vectors")
+    click.echo(f"{gallery_dir}: rebuilt {spec.kind} index [{g.manifest.index.factory}] over {len(g)} vectors")
 
 
 @main.command("synthesize")

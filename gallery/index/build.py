@@ -73,10 +73,17 @@ class VectorIndex:
     @property
     def factory(self) -> str:
         """What this index holds, as a FAISS factory string: the spec's, less the rotation for an ivfpq
-        file written before :attr:`~gallery.index.spec.IndexSpec.factory` named one (the manifest
-        describes the file, which an enrolment extends as it is)."""
-        if self.spec.kind == "ivfpq" and rotation_of(self.index) is None:
-            return self.spec.factory.split(",", 1)[1]
+        file written before :attr:`~gallery.index.spec.IndexSpec.factory` named one, and ``OPQ{m}_{d}``
+        where the codes measure replaced the random rotation with a trained one (the manifest describes
+        the file, which an enrolment extends as it is)."""
+        if self.spec.kind != "ivfpq":
+            return self.spec.factory
+        rotation = rotation_of(self.index)
+        rest = self.spec.factory.split(",", 1)[1]
+        if rotation is None:
+            return rest
+        if not isinstance(rotation, faiss.RandomRotationMatrix):  # FAISS stores a trained one as a LinearTransform
+            return f"OPQ{self.spec.pq_m}_{self.spec.dim},{rest}"
         return self.spec.factory
 
     @property
@@ -94,7 +101,7 @@ class VectorIndex:
             return
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         ivf = faiss.extract_index_ivf(self.index)
-        LOG.info("training %s on %d vectors", self.spec.factory, len(sample))
+        LOG.info("training %s on %d vectors", self.factory, len(sample))
         rotation = rotation_of(self.index)
         if rotation is not None and not rotation.is_trained:
             rotation.init(seed)
@@ -106,23 +113,38 @@ class VectorIndex:
         ivf.cp.seed = seed
         self.index.train(sample)
 
-    def with_codes(self, pq_m: int, sample: np.ndarray) -> "VectorIndex":
-        """An empty ivfpq index with ``pq_m`` sub-quantisers trained on ``sample``, over this one's rotation
-        and cells: its cells hold the same vectors and every exact score is the same."""
+    def with_codes(self, pq_m: int, sample: np.ndarray, *, rotation: Optional[np.ndarray] = None) -> "VectorIndex":
+        """An empty ivfpq index with ``pq_m`` sub-quantisers trained on ``sample``, over this one's cells and
+        rotation, or over ``rotation`` (an orthogonal (d, d) matrix, applied as ``x @ rotation.T``) where
+        one is given: a rotation keeps every inner product, so the cells hold the same vectors (up to a
+        float32 rounding of a tie) and every exact score is the same."""
         spec = replace(self.spec, pq_m=int(pq_m))
         if self.spec.kind != "ivfpq" or spec.dim % spec.pq_m:
             raise InvalidInputError(f"cannot give a {self.spec.kind} index of dimension {spec.dim} PQ{pq_m} codes")
-        out = VectorIndex.create(spec, gpu=self._asked_gpu)
-        ours, theirs = rotation_of(self.index), rotation_of(out.index)
-        if ours is None:  # a file written before the rotation: keep its cells, without one
+        ours = rotation_of(self.index)
+        centroids = quantizer_centroids(self.index)  # in the space of the cells: rotated where ``ours`` is
+        if rotation is None and ours is not None and not isinstance(ours, faiss.RandomRotationMatrix):
+            rotation = faiss.vector_to_array(ours.A).reshape(spec.dim, spec.dim)
+        if rotation is not None:
+            rotation = np.ascontiguousarray(rotation, dtype=np.float32)
+            if ours is None or rotation.shape != (spec.dim, spec.dim):
+                raise InvalidInputError(f"a trained rotation needs a rotated index and a {spec.dim} x {spec.dim} matrix")
+            rest = self.spec.factory.split(",", 1)[1].replace(f"PQ{self.spec.pq_m}x", f"PQ{pq_m}x")
+            out = VectorIndex(faiss.index_factory(spec.dim, f"OPQ{pq_m}_{spec.dim},{rest}", faiss.METRIC_INNER_PRODUCT),
+                              spec, gpu=self._asked_gpu)
+            theirs = rotation_of(out.index)
+            faiss.copy_array_to_vector(rotation.ravel(), theirs.A)
+            theirs.is_trained = theirs.is_orthonormal = True
+            centroids = ours.reverse_transform(centroids) @ rotation.T
+        elif ours is None:  # a file written before the rotation: keep its cells, without one
             out = VectorIndex(faiss.index_factory(spec.dim, self.factory.replace(f"PQ{self.spec.pq_m}x", f"PQ{pq_m}x"),
                                                   faiss.METRIC_INNER_PRODUCT), spec, gpu=self._asked_gpu)
         else:
+            out = VectorIndex.create(spec, gpu=self._asked_gpu)
+            theirs = rotation_of(out.index)
             faiss.copy_array_to_vector(faiss.vector_to_array(ours.A), theirs.A)
             theirs.is_trained, theirs.is_orthonormal = True, ours.is_orthonormal
-        ivf = faiss.extract_index_ivf(self.index)
-        centroids = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d)
-        faiss.extract_index_ivf(out.index).quantizer.add(centroids.reshape(ivf.nlist, ivf.d).copy())
+        faiss.extract_index_ivf(out.index).quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
         out.train(sample)
         return out
 
@@ -228,13 +250,23 @@ class VectorIndex:
         return cls(index, spec, gpu=gpu)
 
 
-def rotation_of(index: faiss.Index) -> Optional[faiss.RandomRotationMatrix]:
-    """The random rotation an IVF-PQ index applies before its cells and codes, or None (flat indexes, and
-    IVF-PQ indexes written before :attr:`~gallery.index.spec.IndexSpec.factory` named one)."""
+def rotation_of(index: faiss.Index) -> Optional[faiss.LinearTransform]:
+    """The orthogonal rotation an IVF-PQ index applies before its cells and codes: a
+    ``RandomRotationMatrix``, or the ``LinearTransform`` a trained one (OPQ, gallery.index.codes) is read
+    back as; None for flat indexes and IVF-PQ indexes written before
+    :attr:`~gallery.index.spec.IndexSpec.factory` named one."""
     index = faiss.downcast_index(index)
     if not isinstance(index, faiss.IndexPreTransform):
         return None
     return faiss.downcast_VectorTransform(index.chain.at(0))
+
+
+def quantizer_centroids(index: faiss.Index) -> np.ndarray:
+    """A copy of an IVF index's centroids (nlist, d), in the space of its cells (rotated, where it rotates),
+    read in place: ``faiss.contrib.torch_utils`` may wrap ``reconstruct_n``."""
+    ivf = faiss.extract_index_ivf(index)
+    xb = faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d)
+    return xb.reshape(ivf.nlist, ivf.d).copy()
 
 
 def knn(index: faiss.Index, xq: np.ndarray, k: int, params: Optional[faiss.SearchParameters] = None):

@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from ..types import IdMap
-from .build import VectorIndex, VectorSource, rotation_of
+from .build import VectorIndex, VectorSource, quantizer_centroids, rotation_of
 from .spec import MIN_NPROBE
 
 #: Share of sampled enrolled images whose identity must have another image in the cells visited (see
@@ -66,12 +66,10 @@ def cell_of(index: VectorIndex) -> tuple[np.ndarray, np.ndarray]:
 
 
 def centroids_of(index: VectorIndex) -> np.ndarray:
-    """The IVF cells' centroids (nlist, d) in the space of the stored vectors: read in place
-    (``faiss.contrib.torch_utils`` may wrap ``reconstruct_n``), and turned back where the index rotates
-    vectors before its cells (a rotation keeps every inner product, so the cells' ranks are the same)."""
-    ivf = faiss.extract_index_ivf(index.index)
-    quantizer = faiss.downcast_index(ivf.quantizer)
-    centroids = faiss.rev_swig_ptr(quantizer.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    """The IVF cells' centroids (nlist, d) in the space of the stored vectors: turned back where the
+    index rotates vectors before its cells (a rotation keeps every inner product, so the cells' ranks
+    are the same)."""
+    centroids = quantizer_centroids(index.index)
     rotation = rotation_of(index.index)
     return centroids if rotation is None else rotation.reverse_transform(centroids)
 
