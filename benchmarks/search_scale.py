@@ -264,7 +264,7 @@ def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, re
         g = Gallery.from_vectors(xb, data.identities, work / "g", index="auto", progress=False)
         build_s = time.perf_counter() - t
     built_nprobe = g.index_spec.nprobe
-    log(f"auto gallery {g.index_spec.factory}: {build_s:.0f} s (train {tm.train:.0f}, add {tm.add:.0f})")
+    log(f"auto gallery {g.manifest.index.factory}: {build_s:.0f} s (train {tm.train:.0f}, add {tm.add:.0f})")
     t = time.perf_counter()  # as a deployment would: calibrated on probes of its own, not the measured ones
     cq, cl = synthetic_probes(data, CALIBRATION_MATED, CALIBRATION_STRANGERS, seed=seed + 3)
     cal = calibrate(g, cq, list(cl), target_fpir=TARGET_FPIR)
@@ -274,6 +274,7 @@ def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, re
     log(f"calibrated: threshold {cal.value:.4f}, nprobe {built_nprobe} -> {g.index_spec.nprobe}, "
         f"{calibration['seconds']:.0f} s")
     spec = g.index_spec
+    factory = g.manifest.index.factory  # what the file holds: the spec's rotation may have been trained
     ivf_index = g._searcher.index.index
     info = g.info()
 
@@ -344,7 +345,7 @@ def measure(model: str, n: int, d: int, ipi: int, n_queries: int, work: Path, re
     g.close()
     del data
     return {"model": model, "n": n, "d": d, "identities": n // ipi, "images_per_identity": ipi,
-            "queries": n_queries, "mated_in_pool": n_mated, "strangers_in_pool": n_strangers, "threshold": thr, "spec": spec.factory,
+            "queries": n_queries, "mated_in_pool": n_mated, "strangers_in_pool": n_strangers, "threshold": thr, "spec": factory,
             "knobs": spec.params(), "calibration": calibration, "codes_measured": measured.lines, "build_s": build_s, "train_s": tm.train, "add_s": tm.add,
             "flat_rebuild_s": flat_build, "ram_bytes_per_vector": ram, "rows": rows,
             "sgemm_gflops": {f"{m:g}": v for m, v in limit.items()},
